@@ -1,0 +1,38 @@
+# Set-up and common tasks. `make install` creates .venv and installs torch FIRST at a pinned
+# version, then the suite with that pin kept as a constraint (so no multi-GB CUDA torch is pulled).
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= 2.13.0
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+STAMP  := $(VENV)/.installed-$(TORCH)
+
+.PHONY: install test run evaluate lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install "torch==$(TORCH)"
+	echo "torch==$(TORCH)" > $(VENV)/constraints.txt
+	$(PIP) install -c $(VENV)/constraints.txt -e ".[dev]"
+	touch $@
+
+# The main job. For now: the MATLAB-bicubic baseline evaluated on the embedded sample set.
+run: install
+	$(BIN)/python -m taid_car.evaluate $(ARGS)
+
+# Bicubic & Bicubic on the real benchmark sets (DATA=folder holding Set5/ and Set14/).
+DATA ?= ../shared/data
+evaluate: install
+	$(BIN)/python -m taid_car.evaluate data=benchmark data.root=$(DATA) 'scales=[2,4]' $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests experiments
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache
