@@ -9,19 +9,17 @@ Results (results.md / .csv / .json with per-image scores) go to the Hydra run di
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from taid_car.benchmark import SetResult, evaluate_set
+from taid_car.config import CONFIG_DIR
 from taid_car.data.sources import open_test_sets
 from taid_car.report import print_results, write_results
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def resolve_device(name: str) -> torch.device:

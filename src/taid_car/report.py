@@ -56,8 +56,13 @@ def print_results(results: Sequence[SetResult], title: str = "Results") -> None:
     console.print(rich_table(results, title))
 
 
-def write_results(results: Sequence[SetResult], out_dir: str | Path) -> dict[str, Path]:
-    """Write results.md, results.csv and results.json (with per-image scores) into ``out_dir``."""
+def write_results(
+    results: Sequence[SetResult], out_dir: str | Path, extra: dict | None = None
+) -> dict[str, Path]:
+    """Write results.md, results.csv, results.json (with per-image scores) into ``out_dir``.
+
+    ``extra`` (parameter counts, training time, ...) goes to run.json beside them.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "results.md", "csv": out / "results.csv", "json": out / "results.json"}
@@ -68,4 +73,7 @@ def write_results(results: Sequence[SetResult], out_dir: str | Path) -> dict[str
         for result in results:
             writer.writerow(result.as_row())
     paths["json"].write_text(json.dumps([r.__dict__ for r in results], indent=2))
+    if extra is not None:
+        paths["run"] = out / "run.json"
+        paths["run"].write_text(json.dumps(extra, indent=2))
     return paths

@@ -1,0 +1,100 @@
+"""Lightning DataModule: random HR patches for training, whole benchmark images for val/test."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .datasets import TrainPatchDataset
+from .sources import open_test_sets, resolve_train_source
+
+
+class RescaleDataModule(L.LightningDataModule):
+    """Training patches plus one val/test dataloader per named benchmark set.
+
+    Args:
+        scale: downscaling factor (integer).
+        train: ``builtin:train`` (embedded sample images), a folder of images (DIV2K, T91, ...)
+            or a known dataset name resolved through the cache.
+        val_sets / test_sets: name -> spec (``builtin:<split>`` or a folder of HR images).
+        lr_patch_size: LR patch side in pixels; the HR patch is ``lr_patch_size * scale`` and
+            must be a multiple of ``modcrop`` (the model's size multiple).
+        batch_size, num_workers: training loader settings (val/test use batch size 1).
+        repeats: patches drawn per training image per epoch.
+        modcrop: benchmark HR images are cropped to a multiple of this (scale, or 8 for CAR).
+        skip_small: leave out training images smaller than a patch (with a warning) instead of failing.
+    """
+
+    def __init__(
+        self,
+        scale: int,
+        train: str = "builtin:train",
+        val_sets: Mapping[str, str] | None = None,
+        test_sets: Mapping[str, str] | None = None,
+        lr_patch_size: int = 48,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        repeats: int = 1,
+        modcrop: int | None = None,
+        download: bool = False,
+        skip_small: bool = False,
+        augment: bool = True,
+        cache: bool = True,
+    ) -> None:
+        super().__init__()
+        patch_size = int(lr_patch_size) * int(scale)
+        if patch_size % int(modcrop or scale):
+            raise ValueError(
+                f"data.lr_patch_size={lr_patch_size} gives HR patches of {patch_size} px at scale "
+                f"{scale}, not a multiple of {modcrop} (data.modcrop, the model's size multiple)"
+            )
+        self.scale, self.train_spec = int(scale), str(train)
+        self.val_specs, self.test_specs = dict(val_sets or {}), dict(test_sets or {})
+        self.patch_size, self.batch_size, self.num_workers = patch_size, batch_size, num_workers
+        self.repeats, self.modcrop, self.download = repeats, modcrop, download
+        self.skip_small, self.augment, self.cache = skip_small, augment, cache
+        self.train_set: Dataset | None = None
+        self.val_sets: dict[str, Dataset] = {}
+        self.test_sets: dict[str, Dataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_set is None:
+            self.train_set = TrainPatchDataset(
+                resolve_train_source(self.train_spec, self.download),
+                self.patch_size, self.scale, augment=self.augment, repeats=self.repeats,
+                cache=self.cache, skip_small=self.skip_small,
+            )
+        if stage in (None, "fit", "validate") and not self.val_sets and self.val_specs:
+            self.val_sets = self._open(self.val_specs)
+        if stage in (None, "test") and not self.test_sets and self.test_specs:
+            self.test_sets = self._open(self.test_specs)
+
+    def _open(self, specs: Mapping[str, str]) -> dict[str, Dataset]:
+        return open_test_sets({"test_sets": specs, "modcrop": self.modcrop, "download": self.download}, self.scale)
+
+    @property
+    def val_set_names(self) -> list[str]:
+        return list(self.val_specs)
+
+    @property
+    def test_set_names(self) -> list[str]:
+        return list(self.test_specs)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def _whole_images(self, sets: Mapping[str, Dataset]) -> list[DataLoader]:
+        return [DataLoader(ds, batch_size=1, num_workers=0) for ds in sets.values()]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._whole_images(self.val_sets)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._whole_images(self.test_sets)

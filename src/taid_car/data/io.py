@@ -1,0 +1,374 @@
+"""Image files in and out, with validation.
+
+Every image comes out as RGB, float32, values in [0, 1], shape (3, H, W), whatever the file
+held: grayscale is replicated to three channels (``is_gray`` records it, because the SR protocol
+scores a gray image on its own values), alpha is dropped with a warning (not composited),
+palette and CMYK images are converted to RGB, and 16-bit files are divided by 65535 with their
+full precision (Pillow alone silently keeps only the high byte of 16-bit colour PNG/TIFF).
+Pixels are taken as stored: EXIF orientation is not applied (as MATLAB ``imread`` does).
+
+Anything wrong with a file or a folder raises :class:`ImageError` (a ``ValueError``) whose
+message names the file and the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageError",
+    "LoadedImage",
+    "MissingFolderError",
+    "RawImage",
+    "check_min_size",
+    "list_images",
+    "load_image",
+    "modcrop",
+    "probe_size",
+    "read_image",
+    "read_image_raw",
+    "save_image",
+]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+"""File name endings :func:`list_images` accepts (compared case-insensitively)."""
+
+
+class ImageError(ValueError):
+    """A file or folder that cannot serve as an image source; ``str()`` is ``"<path>: <reason>"``."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class MissingFolderError(ImageError, FileNotFoundError):
+    """An image folder that does not exist or is not a folder (also a ``FileNotFoundError``)."""
+
+
+class RawImage(NamedTuple):
+    """Decoded pixels before conversion to float.
+
+    ``array``: (H, W, 3) uint8, uint16 or float32, RGB; ``max_value``: the value meaning white
+    (255, 65535 or 1.0); ``is_gray``: the source had a single luminance channel.
+    """
+
+    array: np.ndarray
+    max_value: float
+    is_gray: bool
+    path: Path
+
+    def to_tensor(self) -> torch.Tensor:
+        """(3, H, W) float32 in [0, 1]."""
+        return _array_to_tensor(self.array, self.max_value)
+
+
+class LoadedImage(NamedTuple):
+    """``tensor``: (3, H, W) float32 in [0, 1], RGB; ``is_gray``: the source was one channel."""
+
+    tensor: torch.Tensor
+    is_gray: bool
+    path: Path
+
+
+def _extensions_text() -> str:
+    return " ".join(IMAGE_EXTENSIONS)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly inside ``folder`` (by extension, case-insensitive), sorted by name.
+
+    Hidden files (names starting with ``.``, e.g. macOS ``._x.png`` debris) are skipped; no
+    recursion. Raises :class:`MissingFolderError` for a missing folder or a non-folder, and
+    :class:`ImageError` when it holds no image files.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise MissingFolderError(
+            folder, f"image folder does not exist (expected files ending in {_extensions_text()})"
+        )
+    if not folder.is_dir():
+        raise MissingFolderError(folder, "is not a folder; expected a folder of images")
+    files = sorted(
+        (
+            p
+            for p in folder.iterdir()
+            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+        ),
+        key=lambda p: p.name,
+    )
+    if not files:
+        others = sorted(p.name for p in folder.iterdir())[:5]
+        seen = (
+            f"; it holds: {', '.join(others)}{' ...' if len(others) == 5 else ''}" if others else ""
+        )
+        raise ImageError(
+            folder, f"no image files (accepted extensions: {_extensions_text()}){seen}"
+        )
+    return files
+
+
+def probe_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) of an image file from its header, without decoding the pixels."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except FileNotFoundError:
+        raise ImageError(path, "file does not exist") from None
+    except Exception as e:
+        raise ImageError(path, f"not a readable image ({type(e).__name__}: {e})") from e
+    return h, w
+
+
+def read_image_raw(path: str | Path) -> RawImage:
+    """Decode ``path`` to RGB pixels at their stored bit depth (see :class:`RawImage`)."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(path, "file does not exist")
+    if path.is_dir():
+        raise ImageError(path, "is a folder, not an image file")
+    try:
+        with Image.open(path) as im:
+            return _decode(im, path)
+    except ImageError:
+        raise
+    except Exception as e:
+        raise ImageError(path, f"not a readable image ({type(e).__name__}: {e})") from e
+
+
+def read_image(path: str | Path) -> LoadedImage:
+    """Read an image file as a (3, H, W) float32 RGB tensor in [0, 1] plus its ``is_gray`` flag."""
+    raw = read_image_raw(path)
+    return LoadedImage(raw.to_tensor(), raw.is_gray, raw.path)
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """Just the (3, H, W) float32 RGB tensor in [0, 1] of :func:`read_image`."""
+    return read_image(path).tensor
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _array_to_tensor(array: np.ndarray, max_value: float) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(array).astype(np.float32, copy=False))
+    if max_value != 1.0:
+        t = t / float(max_value)
+    return t.permute(2, 0, 1).contiguous()
+
+
+def _warn_alpha(path: Path) -> None:
+    warnings.warn(f"{path}: alpha channel dropped (not composited)", stacklevel=4)
+
+
+def _gray3(a: np.ndarray) -> np.ndarray:
+    return np.repeat(a[:, :, None], 3, axis=2)
+
+
+def _decode(im: Image.Image, path: Path) -> RawImage:
+    if getattr(im, "n_frames", 1) > 1:
+        warnings.warn(f"{path}: has {im.n_frames} frames; using the first", stacklevel=3)
+    rawmode = im.tile[0][3] if im.tile else None
+    rawmode = rawmode[0] if isinstance(rawmode, tuple) else rawmode
+    mode = im.mode
+
+    # 16-bit colour: Pillow keeps only the high byte of each sample; recover the full value.
+    if mode in ("RGB", "RGBA") and _is_16bit_colour(im, rawmode):
+        arr = _decode_16bit_colour(im, path, rawmode)
+        if arr.shape[2] == 2:  # gray + alpha
+            _warn_alpha(path)
+            return RawImage(_gray3(arr[:, :, 0]), 65535.0, True, path)
+        if arr.shape[2] == 4:
+            _warn_alpha(path)
+        return RawImage(np.ascontiguousarray(arr[:, :, :3]), 65535.0, False, path)
+
+    im.load()
+    if mode == "1":
+        return RawImage(_gray3(np.asarray(im.convert("L"))), 255.0, True, path)
+    if mode == "L":
+        return RawImage(_gray3(np.asarray(im)), 255.0, True, path)
+    if mode in ("LA", "La"):
+        _warn_alpha(path)
+        return RawImage(_gray3(np.asarray(im.convert("LA"))[:, :, 0]), 255.0, True, path)
+    if mode.startswith("I;16"):
+        a = np.asarray(im).astype(np.uint16)  # I;16B etc. come back byte-swapped as needed
+        return RawImage(_gray3(a), 65535.0, True, path)
+    if mode == "I":
+        return _decode_int32(im, path)
+    if mode == "F":
+        a = np.asarray(im, dtype=np.float32)
+        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+            raise ImageError(
+                path,
+                f"32-bit float pixels outside [0, 1] (range {a.min():g}..{a.max():g}); "
+                "save it as 8- or 16-bit",
+            )
+        return RawImage(_gray3(a), 1.0, True, path)
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in im.info
+        rgb = np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
+        if has_alpha:
+            _warn_alpha(path)
+            rgb = rgb[:, :, :3]
+        is_gray = bool(
+            (rgb[:, :, 0] == rgb[:, :, 1]).all() and (rgb[:, :, 1] == rgb[:, :, 2]).all()
+        )
+        return RawImage(np.ascontiguousarray(rgb), 255.0, is_gray, path)
+    if mode in ("RGBA", "RGBa"):
+        _warn_alpha(path)
+        return RawImage(
+            np.ascontiguousarray(np.asarray(im.convert("RGBA"))[:, :, :3]), 255.0, False, path
+        )
+    if mode == "RGB":
+        return RawImage(np.asarray(im).copy(), 255.0, False, path)
+    # CMYK, YCbCr, RGBX, LAB, HSV ...: Pillow's own conversion (CMYK without colour management).
+    try:
+        rgb = im.convert("RGB")
+    except ValueError as e:
+        raise ImageError(path, f"unsupported image mode {mode!r} ({e})") from e
+    return RawImage(np.asarray(rgb).copy(), 255.0, False, path)
+
+
+def _is_16bit_colour(im: Image.Image, rawmode: object) -> bool:
+    if im.format == "PNG":
+        return isinstance(rawmode, str) and rawmode.endswith(";16B")
+    if im.format == "TIFF":
+        bps = im.tag_v2.get(258, (8,))
+        return max(bps if isinstance(bps, tuple) else (bps,)) > 8
+    return False  # e.g. 16-bpp BMP is 5-6-5 bits per channel, which Pillow expands exactly
+
+
+def _decode_16bit_colour(im: Image.Image, path: Path, rawmode: str) -> np.ndarray:
+    """(H, W, C) uint16 from a 16-bit-per-sample colour PNG or TIFF."""
+    if im.format == "TIFF":
+        import tifffile  # a dependency of scikit-image
+
+        a = np.asarray(tifffile.imread(path, key=0))
+        if a.dtype != np.uint16 or a.ndim != 3 or a.shape[2] not in (2, 3, 4):
+            raise ImageError(path, f"unsupported 16-bit TIFF layout (array {a.shape}, {a.dtype})")
+        return a
+    if im.format != "PNG":
+        raise ImageError(path, f"unsupported 16-bit {im.format} colour image")
+    # PNG stores big-endian samples. Decoding with the little-endian raw mode makes Pillow's
+    # "take the high byte" unpacker return the low bytes instead (unfiltering is byte-wise and
+    # identical for both), so two decodes give the full 16 bits.
+    if rawmode in ("RGB;16B", "RGBA;16B"):
+        hi = np.asarray(im).astype(np.uint16)
+        lo = _decode_with_rawmode(path, rawmode.replace(";16B", ";16L"))
+        return (hi << 8) | lo.astype(np.uint16)
+    if rawmode == "LA;16B":
+        # 4 bytes per pixel, read as 8-bit RGBA: (L hi, L lo, A hi, A lo).
+        b = _decode_with_rawmode(path, "RGBA").astype(np.uint16)
+        return np.stack([(b[..., 0] << 8) | b[..., 1], (b[..., 2] << 8) | b[..., 3]], axis=2)
+    raise ImageError(path, f"unsupported 16-bit PNG layout (raw mode {rawmode})")
+
+
+def _decode_with_rawmode(path: Path, rawmode: str) -> np.ndarray:
+    with Image.open(path) as im:
+        first = im.tile[0]  # (codec, extents, offset, args); a NamedTuple in Pillow >= 11
+        im.tile = [(first[0], first[1], first[2], rawmode), *im.tile[1:]]
+        im.load()
+        return np.asarray(im)
+
+
+def _decode_int32(im: Image.Image, path: Path) -> RawImage:
+    """Mode ``I`` (32-bit int container): 16-bit PNG in older Pillow, or 16/32-bit TIFF."""
+    a = np.asarray(im)
+    bits = 16
+    if im.format == "TIFF":
+        bps = im.tag_v2.get(258, (16,))
+        bits = int(bps[0] if isinstance(bps, tuple) else bps)
+    if bits > 16:
+        raise ImageError(path, f"unsupported {bits}-bit integer pixels; save it as 8- or 16-bit")
+    if a.min() < 0 or a.max() > 65535:
+        raise ImageError(path, f"integer pixels outside 0..65535 (range {a.min()}..{a.max()})")
+    return RawImage(_gray3(a.astype(np.uint16)), float(2**bits - 1), True, path)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def save_image(tensor: torch.Tensor, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a [0, 1] image to an 8-bit PNG; returns the path.
+
+    ``tensor``: (3, H, W) RGB or (1, H, W) / (H, W) gray, any float dtype/device; values are
+    clamped to [0, 1] and rounded half up to 0..255 (as MATLAB ``im2uint8``). Parent folders are
+    created. An existing file raises ``FileExistsError`` unless ``overwrite=True``.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: save_image writes PNG only; use a .png file name")
+    t = torch.as_tensor(tensor).detach()
+    if t.dim() == 2:
+        t = t[None]
+    if t.dim() != 3 or t.shape[0] not in (1, 3):
+        raise ValueError(
+            f"{path}: expected a (3, H, W), (1, H, W) or (H, W) tensor, got {tuple(t.shape)}"
+        )
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{path}: image holds NaN or infinite values")
+    u8 = torch.floor(t.float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu()
+    a = u8.permute(1, 2, 0).numpy()
+    img = (
+        Image.fromarray(a[:, :, 0], mode="L") if a.shape[2] == 1 else Image.fromarray(a, mode="RGB")
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(path, "wb" if overwrite else "xb") as f:
+            img.save(f, format="PNG")
+    except FileExistsError:
+        raise FileExistsError(
+            f"{path}: already exists; pass overwrite=True to replace it"
+        ) from None
+    return path
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def check_min_size(
+    image: torch.Tensor | tuple[int, int],
+    min_h: int,
+    min_w: int,
+    path: str | Path,
+    what: str,
+) -> None:
+    """Raise :class:`ImageError` unless ``image`` ((..., H, W) tensor or (H, W)) is ≥ min_h × min_w.
+
+    ``what`` finishes the sentence "smaller than the 24x24 needed for ...", e.g.
+    ``"patch 96 at scale 4"``. Sizes are written height x width.
+    """
+    h, w = (
+        (int(image.shape[-2]), int(image.shape[-1])) if isinstance(image, torch.Tensor) else image
+    )
+    if h < min_h or w < min_w:
+        raise ImageError(
+            path,
+            f"image is {h}x{w} (HxW), smaller than the {min_h}x{min_w} needed for {what}",
+        )
+
+
+def modcrop(image: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Crop (..., H, W) to H, W rounded down to ``multiple``, keeping the top-left (a view)."""
+    if int(multiple) != multiple or multiple < 1:
+        raise ValueError(f"modcrop multiple must be a positive integer, got {multiple!r}")
+    h, w = image.shape[-2:]
+    hh, ww = h - h % multiple, w - w % multiple
+    if hh == 0 or ww == 0:
+        raise ValueError(f"image of {h}x{w} (HxW) is smaller than the modcrop multiple {multiple}")
+    return image[..., :hh, :ww]
+
+
+def smallest_multiple_at_least(value: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is ≥ ``value``."""
+    return int(math.ceil(value / multiple) * multiple)
