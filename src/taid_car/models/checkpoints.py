@@ -1,0 +1,112 @@
+"""Load the CAR authors' released checkpoints (``kgn.pth``, ``usn.pth``) into our modules.
+
+The authors saved ``nn.DataParallel(...).state_dict()``, so every key starts with ``module.``.
+``kgn.pth`` loads into :class:`taid_car.models.car.KernelGenerationNet` (e.g.
+``car.kernel_net``), ``usn.pth`` into :class:`taid_car.models.edsr.EDSR` built with the ``paper``
+preset (32 blocks × 256, res_scale 0.1, rgb_range 1) at the same scale. Usage::
+
+    car = CARDownscaler(scale=4)
+    load_authors_checkpoint(car.kernel_net, "models/4x/kgn.pth")
+    edsr = build_edsr("paper", scale=4)
+    load_authors_checkpoint(edsr, "models/4x/usn.pth")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+PREFIX = "module."
+_SHOW = 8
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not fit the module (missing/unexpected keys, wrong shapes)."""
+
+
+def strip_prefix(
+    state_dict: Mapping[str, torch.Tensor], prefix: str = PREFIX
+) -> dict[str, torch.Tensor]:
+    """Copy of ``state_dict`` with ``prefix`` removed from the keys that start with it."""
+    return {k.removeprefix(prefix): v for k, v in state_dict.items()}
+
+
+def to_authors_state_dict(module: nn.Module, prefix: str = PREFIX) -> dict[str, torch.Tensor]:
+    """``module``'s state dict in the authors' layout (keys prefixed ``module.``)."""
+    return {prefix + k: v for k, v in module.state_dict().items()}
+
+
+def _read(source: str | os.PathLike | Mapping[str, torch.Tensor]) -> tuple[dict, str]:
+    if isinstance(source, Mapping):
+        return dict(source), "<state dict>"
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # re-raised with the file named
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict")
+    return dict(obj), str(path)
+
+
+def _listing(title: str, items: list[str]) -> str:
+    more = f" … and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
+    return f"\n  {title} ({len(items)}): " + ", ".join(items[:_SHOW]) + more
+
+
+def _check_rgb_range(module: nn.Module, state: dict, name: str) -> None:
+    """Refuse an EDSR checkpoint trained for another ``rgb_range`` (its sub_mean bias says so)."""
+    rgb_range = getattr(module, "rgb_range", None)
+    bias = state.get("sub_mean.bias")
+    own = module.state_dict().get("sub_mean.bias")
+    if rgb_range is None or bias is None or own is None or bias.shape != own.shape:
+        return
+    ratio = float(bias.double().sum() / own.double().sum())
+    if abs(ratio - 1) > 1e-3:
+        raise CheckpointError(
+            f"checkpoint {name}: its sub_mean.bias {bias.tolist()} is for rgb_range "
+            f"≈ {ratio * rgb_range:g}, but the {type(module).__name__} was built with "
+            f"rgb_range={rgb_range:g}; rebuild it with rgb_range={round(ratio * rgb_range):d}"
+        )
+
+
+def load_authors_checkpoint(
+    module: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor]
+) -> nn.Module:
+    """Load an authors' state dict (path or mapping; ``module.`` prefix optional) strictly.
+
+    Raises :class:`CheckpointError` naming the file, listing missing keys, unexpected keys and
+    shape mismatches (model vs checkpoint) when the checkpoint does not fit exactly; nothing is
+    loaded then. Returns ``module``.
+    """
+    raw, name = _read(source)
+    state = strip_prefix(raw)
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(
+        f"{k}: model {tuple(own[k].shape)} vs checkpoint {tuple(state[k].shape)}"
+        for k in set(own) & set(state)
+        if tuple(own[k].shape) != tuple(state[k].shape)
+    )
+    if missing or unexpected or wrong:
+        msg = f"checkpoint {name} does not fit {type(module).__name__}:"
+        if missing:
+            msg += _listing("missing keys", missing)
+        if unexpected:
+            msg += _listing("unexpected keys", unexpected)
+        if wrong:
+            msg += _listing("shape mismatches", wrong)
+        msg += "\n  (check the scale, the preset/widths and that this is the right file)"
+        raise CheckpointError(msg)
+    _check_rgb_range(module, state, name)
+    module.load_state_dict(state, strict=True)
+    return module

@@ -1,0 +1,195 @@
+"""The ``Rescaler`` LightningModule: a downscaler and an upscaler trained end-to-end.
+
+``HR -> downscaler -> quantise to 8 bit -> LR -> upscaler -> SR``; the loss is
+``l1 * L1(SR, HR)`` plus each method's regularisers, all weights from config:
+
+* ``offset_magnitude`` / ``offset_tv``: CAR's offset regularisers, used when the downscaler
+  has ``forward_with_aux`` returning kernels and offsets;
+* ``guidance``: TAID's ``L1(LR, bicubic(HR))``.
+
+Validation and test run per benchmark set (one dataloader each) and log
+``{stage}/{set}/{metric}``: Y PSNR/SSIM of SR vs HR, LR fidelity vs bicubic LR, and at test time
+RGB PSNR and the Bicubic & Bicubic reference. Swapping CAR for TAID is a config choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MetricCollection
+
+from taid_car.imresize import bicubic_downscale, bicubic_upscale
+from taid_car.metrics import PSNRRGB, PSNRY, SSIMY, LRFidelity
+from taid_car.models.quantize import quantize_8bit
+from taid_car.models.regularizers import offset_magnitude_loss, offset_tv_loss, taid_guidance_loss
+from taid_car.results import SetResult
+
+LOSS_TERMS = ("l1", "offset_magnitude", "offset_tv", "guidance")
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class Rescaler(L.LightningModule):
+    """Downscaler + upscaler, trained jointly.
+
+    Args:
+        downscaler: HR (B,3,H,W) in [0,1] -> LR (B,3,H/s,W/s) (float, quantised here).
+        upscaler: LR (B,3,h,w) -> SR (B,3,h*s,w*s).
+        scale: integer factor.
+        loss_weights: weights of :data:`LOSS_TERMS` (missing terms weigh 0, except l1 = 1).
+        quantize: LR quantiser backward rule, ``ste`` or ``soft`` (forward always rounds).
+        optimizer: partial optimiser, called with the parameters.
+        scheduler: optional partial LR scheduler, called with the optimiser; stepped per step.
+        val_set_names / test_set_names: one name per val/test dataloader, in order.
+        method: label for tables, e.g. ``"car & edsr"``.
+        config: the run's resolved config, saved in checkpoints to rebuild the modules.
+    """
+
+    def __init__(
+        self,
+        downscaler: nn.Module,
+        upscaler: nn.Module,
+        scale: int,
+        loss_weights: dict[str, float] | None = None,
+        quantize: str = "ste",
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        val_set_names: Sequence[str] = (),
+        test_set_names: Sequence[str] = (),
+        method: str = "",
+        config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.downscaler, self.upscaler, self.scale = downscaler, upscaler, int(scale)
+        weights = {"l1": 1.0, **dict(loss_weights or {})}
+        unknown = set(weights) - set(LOSS_TERMS)
+        if unknown:
+            raise ValueError(f"unknown loss term(s) {sorted(unknown)}; known: {LOSS_TERMS}")
+        self.loss_weights = {term: float(weights.get(term, 0.0)) for term in LOSS_TERMS}
+        self.quantize_mode = quantize
+        quantize_8bit(torch.zeros(1), quantize)  # validates the mode now, not mid-run
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.val_set_names, self.test_set_names = list(val_set_names), list(test_set_names)
+        self.method, self.config = method, config
+        self.val_metrics = nn.ModuleList(self._val_collection() for _ in self.val_set_names)
+        self.test_metrics = nn.ModuleList(self._test_collection() for _ in self.test_set_names)
+        self.test_results: list[SetResult] = []
+
+    # ----------------------------------------------------------------- forward
+    def downscale(self, hr: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """HR -> (LR quantised to 8 bit, auxiliary maps such as CAR's kernels and offsets)."""
+        with_aux = getattr(self.downscaler, "forward_with_aux", None)
+        if with_aux is None:
+            lr, aux = self.downscaler(hr), {}
+        else:
+            out = with_aux(hr)
+            lr, aux = out.lr, {k: v for k, v in out._asdict().items() if k != "lr"}
+        return quantize_8bit(lr, self.quantize_mode), aux
+
+    def forward(self, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """HR (B,3,H,W) in [0,1] -> (LR (B,3,H/s,W/s) on the 8-bit grid, SR (B,3,H,W))."""
+        lr, _ = self.downscale(hr)
+        return lr, self.upscaler(lr)
+
+    # ----------------------------------------------------------------- training
+    def compute_losses(self, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Weighted loss terms in use and their sum under ``loss``."""
+        lr, aux = self.downscale(hr)
+        sr = self.upscaler(lr)
+        w = self.loss_weights
+        terms = {"l1": F.l1_loss(sr, hr)}
+        if w["offset_magnitude"] and "offsets_h" in aux:
+            terms["offset_magnitude"] = offset_magnitude_loss(aux["offsets_h"], aux["offsets_v"])
+        if w["offset_tv"] and "offsets_h" in aux:
+            terms["offset_tv"] = offset_tv_loss(aux["kernels"], aux["offsets_h"], aux["offsets_v"])
+        if w["guidance"]:
+            terms["guidance"] = taid_guidance_loss(lr, hr, self.scale)
+        terms["loss"] = sum(w[name] * value for name, value in terms.items())
+        return terms
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        terms = self.compute_losses(batch["hr"])
+        batch_size = batch["hr"].shape[0]
+        for name, value in terms.items():
+            self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=batch_size)
+        return terms["loss"]
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise ValueError("Rescaler needs an `optimizer` (a partial, e.g. torch.optim.Adam)")
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ----------------------------------------------------------------- evaluation
+    def _val_collection(self) -> MetricCollection:
+        return MetricCollection(
+            {"psnr_y": PSNRY(self.scale), "ssim_y": SSIMY(self.scale), "lr_psnr_y": LRFidelity()}
+        )
+
+    def _test_collection(self) -> MetricCollection:
+        return MetricCollection(
+            {
+                "psnr_y": PSNRY(self.scale), "ssim_y": SSIMY(self.scale),
+                "psnr_rgb": PSNRRGB(self.scale), "lr_psnr_y": LRFidelity(),
+                "bicubic_psnr_y": PSNRY(self.scale), "bicubic_ssim_y": SSIMY(self.scale),
+            }
+        )
+
+    def _evaluate(self, batch: dict, metrics: MetricCollection, with_reference: bool) -> None:
+        hr, gray = batch["hr"], batch["is_gray"]
+        lr, sr = self(hr)
+        bicubic_lr = quantize_8bit(bicubic_downscale(hr, self.scale))
+        for name in ("psnr_y", "ssim_y", "psnr_rgb"):
+            if name in metrics:
+                metrics[name].update(sr, hr, gray)
+        metrics["lr_psnr_y"].update(lr, bicubic_lr, gray)
+        if with_reference:
+            bicubic_sr = bicubic_upscale(bicubic_lr, self.scale)
+            metrics["bicubic_psnr_y"].update(bicubic_sr, hr, gray)
+            metrics["bicubic_ssim_y"].update(bicubic_sr, hr, gray)
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, self.val_metrics[dataloader_idx], with_reference=False)
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, self.test_metrics[dataloader_idx], with_reference=True)
+
+    def _log_sets(self, stage: str, names: Sequence[str], collections: nn.ModuleList) -> list[dict]:
+        rows = []
+        for name, metrics in zip(names, collections):
+            count = int(metrics["psnr_y"].count)
+            values = {key: metric.compute() for key, metric in metrics.items()}
+            for key, value in values.items():
+                self.log(f"{stage}/{name}/{key}", value.float(), add_dataloader_idx=False, sync_dist=False)
+            rows.append({"set_name": name, "images": count, **{k: v.item() for k, v in values.items()}})
+            metrics.reset()
+        return rows
+
+    def on_validation_epoch_end(self) -> None:
+        rows = self._log_sets("val", self.val_set_names, self.val_metrics)
+        if rows:  # the first set's Y PSNR drives checkpointing and sweeps
+            self.log("val/psnr_y", rows[0]["psnr_y"], prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        rows = self._log_sets("test", self.test_set_names, self.test_metrics)
+        self.test_results = [
+            SetResult(method=self.method, scale=self.scale, **row) for row in rows
+        ]
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["taid_car_config"] = self.config
+        checkpoint["taid_car_parameters"] = {
+            "downscaler": count_parameters(self.downscaler),
+            "upscaler": count_parameters(self.upscaler),
+        }
