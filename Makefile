@@ -19,14 +19,15 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -c $(VENV)/constraints.txt -e ".[dev]"
 	touch $@
 
-# The main job. For now: the MATLAB-bicubic baseline evaluated on the embedded sample set.
+# The main job: train CAR + tiny EDSR at x4 on the embedded sample set (CPU, a few minutes),
+# test it and print the results table. ARGS adds Hydra overrides, e.g. ARGS="model=taid scale=2".
 run: install
-	$(BIN)/python -m taid_car.evaluate $(ARGS)
+	$(BIN)/python -m taid_car.run $(ARGS)
 
 # Bicubic & Bicubic on the real benchmark sets (DATA=folder holding Set5/ and Set14/).
 DATA ?= ../shared/data
 evaluate: install
-	$(BIN)/python -m taid_car.evaluate data=benchmark data.root=$(DATA) 'scales=[2,4]' $(ARGS)
+	$(BIN)/python -m taid_car.evaluate data=benchmark data_root=$(DATA) 'scales=[2,4]' $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest $(ARGS)

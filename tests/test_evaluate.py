@@ -47,7 +47,7 @@ def test_misspelt_key_fails_at_composition():
 
 
 def test_missing_dataset_folder_is_named(tmp_path):
-    cfg = _compose(["data=benchmark", f"data.root={tmp_path}/nowhere"])
+    cfg = _compose(["data=benchmark", f"data_root={tmp_path}/nowhere"])
     with pytest.raises(FileNotFoundError, match="nowhere"):
         run_evaluation(cfg)
 
@@ -62,7 +62,7 @@ PUBLISHED = {  # Bicubic & Bicubic, (PSNR-Y dB, SSIM-Y), from the CAR paper's ta
 
 @pytest.mark.data
 def test_reproduces_published_bicubic_table(data_root):
-    cfg = _compose(["data=benchmark", f"data.root={data_root}", "scales=[2,4]"])
+    cfg = _compose(["data=benchmark", f"data_root={data_root}", "scales=[2,4]"])
     results = {(r.set_name, r.scale): r for r in run_evaluation(cfg)}
     assert set(results) == set(PUBLISHED)
     for key, (psnr, ssim) in PUBLISHED.items():

@@ -8,8 +8,6 @@ LR of the same HR (LR fidelity). The "Bicubic & Bicubic" reference is scored bes
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -17,29 +15,7 @@ from tqdm.auto import tqdm
 from taid_car.imresize import bicubic_downscale, bicubic_upscale
 from taid_car.metrics import psnr_rgb, psnr_y, ssim_y
 from taid_car.models.quantize import quantize_8bit
-
-
-@dataclass
-class SetResult:
-    """Mean scores of one method on one set at one scale (PSNR in dB, SSIM in [0,1])."""
-
-    method: str
-    set_name: str
-    scale: int
-    images: int
-    psnr_y: float
-    ssim_y: float
-    psnr_rgb: float
-    lr_psnr_y: float
-    bicubic_psnr_y: float
-    bicubic_ssim_y: float
-    per_image: list[dict] = field(default_factory=list)
-
-    def as_row(self) -> dict:
-        """Flat dict without the per-image list (for tables and CSV)."""
-        row = asdict(self)
-        row.pop("per_image")
-        return row
+from taid_car.results import SetResult
 
 
 def rescale(downscaler: nn.Module, upscaler: nn.Module, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,7 +1,7 @@
 """Evaluate a downscaler/upscaler pair on benchmark sets; print and save a results table.
 
     python -m taid_car.evaluate                                  # bicubic & bicubic, sample data
-    python -m taid_car.evaluate data=benchmark data.root=../shared/data 'scales=[2,4]'
+    python -m taid_car.evaluate data=benchmark data_root=../shared/data 'scales=[2,4]'
 
 Results (results.md / .csv / .json with per-image scores) go to the Hydra run directory.
 """
@@ -9,15 +9,17 @@ Results (results.md / .csv / .json with per-image scores) go to the Hydra run di
 from __future__ import annotations
 
 import logging
+
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from taid_car.benchmark import SetResult, evaluate_set
+from taid_car.benchmark import evaluate_set
 from taid_car.config import CONFIG_DIR
 from taid_car.data.sources import open_test_sets
 from taid_car.report import print_results, write_results
+from taid_car.results import SetResult
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from taid_car.benchmark import SetResult
+from taid_car.results import SetResult
 
 COLUMNS = [
     ("method", "Method", "{}"),

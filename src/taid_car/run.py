@@ -1,0 +1,105 @@
+"""Train a downscaler/upscaler pair, test it, print a results table.
+
+    python -m taid_car.run model=car scale=4
+    python -m taid_car.run -m model=car,taid,bicubic scale=2,4 experiment=cpu_small
+
+Everything lands in the Hydra run directory: checkpoints/, results.md/.csv/.json, loggers' files.
+Returns ``cfg.optimized_metric`` (default ``val/psnr_y``) for sweepers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from taid_car.config import CONFIG_DIR
+from taid_car.models.rescaler import Rescaler, count_parameters
+from taid_car.report import print_results, write_results
+
+log = logging.getLogger(__name__)
+
+
+def method_name(cfg: DictConfig) -> str:
+    """Table label, e.g. ``car & edsr_tiny``."""
+    return f"{cfg.model.name} & {cfg.upscaler.name}"
+
+
+def build_rescaler(cfg: DictConfig, val_set_names=(), test_set_names=()) -> Rescaler:
+    """The LightningModule the config describes (modules built by Hydra's ``instantiate``)."""
+    return Rescaler(
+        downscaler=instantiate(cfg.model.downscaler),
+        upscaler=instantiate(cfg.upscaler.net),
+        scale=cfg.scale,
+        loss_weights=OmegaConf.to_container(cfg.model.loss_weights),
+        quantize=cfg.model.quantize,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        val_set_names=val_set_names,
+        test_set_names=test_set_names,
+        method=method_name(cfg),
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def _instantiate_dict(group: DictConfig | None) -> list:
+    return [instantiate(node) for node in (group or {}).values() if node is not None]
+
+
+def apply_seed(cfg: DictConfig) -> int | None:
+    """Seed python, numpy and torch (and dataloader workers) when ``seed`` is set, 0 included."""
+    if cfg.get("seed") is None:
+        return None
+    return L.seed_everything(int(cfg.seed), workers=True)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit, optionally test; returns ``{"metrics": ..., "results": [SetResult], "model": ...}``."""
+    apply_seed(cfg)
+    datamodule = instantiate(cfg.data)
+    model = build_rescaler(cfg, datamodule.val_set_names, datamodule.test_set_names)
+    loggers = _instantiate_dict(cfg.get("logger"))
+    callbacks = _instantiate_dict(cfg.get("callbacks"))
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    params = {
+        "params/downscaler": count_parameters(model.downscaler),
+        "params/upscaler": count_parameters(model.upscaler),
+    }
+    for logger in trainer.loggers:
+        logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **params})
+
+    started = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    train_seconds = time.perf_counter() - started
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    results = []
+    if cfg.get("test") and datamodule.test_set_names:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        results = model.test_results
+        if trainer.is_global_zero:
+            out_dir = Path(cfg.output_dir)
+            write_results(results, out_dir, extra={**params, "train_seconds": train_seconds,
+                                                   "global_step": trainer.global_step})
+            print_results(results, title=f"{method_name(cfg)} x{cfg.scale} (Y channel, border = scale)")
+            log.info("results written to %s", out_dir / "results.md")
+    return {"metrics": metrics, "results": results, "model": model, "trainer": trainer}
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers."""
+    outcome = train(cfg)
+    value = outcome["metrics"].get(cfg.get("optimized_metric") or "")
+    return value
+
+
+if __name__ == "__main__":
+    main()
