@@ -153,3 +153,33 @@ def test_overfit_one_image_lowers_loss_and_beats_bicubic(tmp_path):
         _, sr = rescaler(image)
     bicubic = bicubic_upscale(quantize_8bit(bicubic_downscale(image, 2)), 2)
     assert psnr_y(sr, image, 2).item() > psnr_y(bicubic, image, 2).item()
+
+
+def test_evaluate_command_reproduces_the_runs_test_table(tmp_path):
+    """The Lightning test loop and `taid_car.evaluate ckpt_path=...` score a checkpoint alike."""
+    from taid_car.evaluate import run_evaluation
+
+    overrides = ["model=car", "scale=2", "logger=none", "trainer.max_steps=2",
+                 "trainer.val_check_interval=2", "trainer.enable_progress_bar=false"]
+    outcome = train(compose_run(overrides, tmp_path))
+    best = outcome["trainer"].checkpoint_callback.best_model_path
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        eval_cfg = compose(config_name="evaluate", overrides=[f"ckpt_path={best}", "progress=false"])
+    evaluated = run_evaluation(eval_cfg)
+    assert len(evaluated) == len(outcome["results"]) == 1
+    ours, theirs = evaluated[0], outcome["results"][0]
+    assert (ours.method, ours.scale, ours.images) == (theirs.method, theirs.scale, theirs.images)
+    for key in ("psnr_y", "ssim_y", "psnr_rgb", "lr_psnr_y", "bicubic_psnr_y", "bicubic_ssim_y"):
+        assert getattr(ours, key) == pytest.approx(getattr(theirs, key), abs=1e-6), key
+
+
+def test_loading_a_foreign_checkpoint_names_the_file(tmp_path):
+    from taid_car.models.rescaler import load_trained_pair
+
+    path = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(ValueError, match=r"other\.ckpt: not a taid_car checkpoint"):
+        load_trained_pair(path)
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        load_trained_pair(tmp_path / "missing.ckpt")

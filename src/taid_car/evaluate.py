@@ -2,6 +2,7 @@
 
     python -m taid_car.evaluate                                  # bicubic & bicubic, sample data
     python -m taid_car.evaluate data=benchmark data_root=../shared/data 'scales=[2,4]'
+    python -m taid_car.evaluate ckpt_path=outputs/car_x4/<run>/checkpoints/last.ckpt data=benchmark
 
 Results (results.md / .csv / .json with per-image scores) go to the Hydra run directory.
 """
@@ -18,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from taid_car.benchmark import evaluate_set
 from taid_car.config import CONFIG_DIR
 from taid_car.data.sources import open_test_sets
+from taid_car.models.rescaler import load_trained_pair
 from taid_car.report import print_results, write_results
 from taid_car.results import SetResult
 
@@ -44,9 +46,24 @@ def method_name(cfg: DictConfig) -> str:
     return f"{cfg.model.name} & {cfg.upscaler.name}"
 
 
+def _evaluate_checkpoint(cfg: DictConfig, device: torch.device) -> list[SetResult]:
+    """Evaluate a trained pair at its own scale; HR crop multiple from its model config."""
+    downscaler, upscaler, run_cfg = load_trained_pair(cfg.ckpt_path)
+    scaled = _at_scale(cfg, run_cfg["scale"])
+    scaled.model = run_cfg["model"]
+    scaled.upscaler = run_cfg["upscaler"]
+    return [
+        evaluate_set(downscaler, upscaler, dataset, scaled.scale, set_name,
+                     method_name(scaled), device, progress=cfg.progress)
+        for set_name, dataset in open_test_sets(scaled.data, scaled.scale).items()
+    ]
+
+
 def run_evaluation(cfg: DictConfig) -> list[SetResult]:
-    """Evaluate the configured method at every scale in ``cfg.scales`` on every test set."""
+    """Evaluate ``ckpt_path`` if given, else the configured fixed method at every ``scales``."""
     device = resolve_device(cfg.device)
+    if cfg.get("ckpt_path"):
+        return _evaluate_checkpoint(cfg, device)
     results = []
     for scale in cfg.scales:
         scaled = _at_scale(cfg, scale)
@@ -66,7 +83,7 @@ def main(cfg: DictConfig) -> float:
     results = run_evaluation(cfg)
     out_dir = HydraConfig.get().runtime.output_dir
     paths = write_results(results, out_dir)
-    print_results(results, title=f"{method_name(cfg)} (Y channel, border = scale)")
+    print_results(results, title=f"{results[0].method} (Y channel, border = scale)")
     log.info("results written to %s", paths["md"])
     return sum(r.psnr_y for r in results) / len(results)
 

@@ -15,6 +15,7 @@ RGB PSNR and the Bicubic & Bicubic reference. Swapping CAR for TAID is a config 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -193,3 +194,30 @@ class Rescaler(L.LightningModule):
             "downscaler": count_parameters(self.downscaler),
             "upscaler": count_parameters(self.upscaler),
         }
+
+
+def load_trained_pair(ckpt_path: str | Path) -> tuple[nn.Module, nn.Module, dict]:
+    """(downscaler, upscaler, run config) rebuilt from a checkpoint written by ``taid_car.run``.
+
+    The modules are instantiated from the config saved in the checkpoint and get its weights;
+    a checkpoint without that config, or whose weights do not fit, is an error naming the file.
+    """
+    from hydra.utils import instantiate
+
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    config = checkpoint.get("taid_car_config") if isinstance(checkpoint, dict) else None
+    if not config:
+        raise ValueError(f"{path}: not a taid_car checkpoint (no 'taid_car_config' entry)")
+    downscaler = instantiate(config["model"]["downscaler"])
+    upscaler = instantiate(config["upscaler"]["net"])
+    state = checkpoint["state_dict"]
+    for prefix, module in (("downscaler.", downscaler), ("upscaler.", upscaler)):
+        part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        try:
+            module.load_state_dict(part)
+        except RuntimeError as err:
+            raise ValueError(f"{path}: weights do not fit the saved config's {prefix[:-1]}: {err}") from err
+    return downscaler, upscaler, config
