@@ -58,6 +58,15 @@ def apply_seed(cfg: DictConfig) -> int | None:
     return L.seed_everything(int(cfg.seed), workers=True)
 
 
+def run_summary(cfg: DictConfig, params: dict, train_seconds: float, trainer: L.Trainer, metrics: dict) -> dict:
+    """What ``run.json`` records for comparisons: method, sizes, time, steps, final metrics."""
+    return {
+        "method": method_name(cfg), "model": cfg.model.name, "upscaler": cfg.upscaler.name,
+        "scale": int(cfg.scale), "params": params, "train_seconds": train_seconds,
+        "global_step": trainer.global_step, "metrics": metrics,
+    }
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit, optionally test; returns ``{"metrics": ..., "results": [SetResult], "model": ...}``."""
     apply_seed(cfg)
@@ -66,12 +75,9 @@ def train(cfg: DictConfig) -> dict:
     loggers = _instantiate_dict(cfg.get("logger"))
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
-    params = {
-        "params/downscaler": count_parameters(model.downscaler),
-        "params/upscaler": count_parameters(model.upscaler),
-    }
+    params = {"downscaler": count_parameters(model.downscaler), "upscaler": count_parameters(model.upscaler)}
     for logger in trainer.loggers:
-        logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **params})
+        logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "params": params})
 
     started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -86,8 +92,7 @@ def train(cfg: DictConfig) -> dict:
         results = model.test_results
         if trainer.is_global_zero:
             out_dir = Path(cfg.output_dir)
-            write_results(results, out_dir, extra={**params, "train_seconds": train_seconds,
-                                                   "global_step": trainer.global_step})
+            write_results(results, out_dir, extra=run_summary(cfg, params, train_seconds, trainer, metrics))
             print_results(results, title=f"{method_name(cfg)} x{cfg.scale} (Y channel, border = scale)")
             log.info("results written to %s", out_dir / "results.md")
     return {"metrics": metrics, "results": results, "model": model, "trainer": trainer}
