@@ -10,8 +10,23 @@ from omegaconf import OmegaConf
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
+def sweep_group() -> str | None:
+    """Name shared by all jobs of one Hydra multirun (its sweep folder); None for single runs."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return f"sweep-{Path(hydra_cfg.sweep.dir).name}"
+
+
 def register_resolvers() -> None:
-    """``${lcm:a,b}`` (least common multiple) and ``${mul:a,b}`` for crop sizes in configs."""
+    """``${lcm:a,b}``, ``${mul:a,b}`` for crop sizes, ``${sweep_group:}`` for W&B groups."""
+    if not OmegaConf.has_resolver("sweep_group"):
+        OmegaConf.register_new_resolver("sweep_group", sweep_group)
     if not OmegaConf.has_resolver("lcm"):
         OmegaConf.register_new_resolver("lcm", lambda *xs: math.lcm(*(int(x) for x in xs)))
     if not OmegaConf.has_resolver("mul"):

@@ -15,12 +15,16 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from taid_car.config import CONFIG_DIR
 from taid_car.models.rescaler import Rescaler, count_parameters
-from taid_car.report import print_results, write_results
+from taid_car.report import COLUMNS, print_results, write_results
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,27 @@ def _instantiate_dict(group: DictConfig | None) -> list:
     return [instantiate(node) for node in (group or {}).values() if node is not None]
 
 
+def continue_wandb_run(cfg: DictConfig) -> None:
+    """When resuming from a checkpoint that recorded a W&B run id, log into that same run."""
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if not cfg.get("ckpt_path") or wandb_cfg is None or wandb_cfg.get("id"):
+        return
+    checkpoint = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False)
+    run_id = checkpoint.get("taid_car_wandb_id")
+    if run_id:
+        with open_dict(cfg):
+            wandb_cfg.id, wandb_cfg.resume = run_id, "allow"
+
+
+def log_results_table(trainer: L.Trainer, results: list) -> None:
+    """The test results as a W&B table (``test/results``) when a WandbLogger is attached."""
+    columns = [key for key, _, _ in COLUMNS]
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_table(key="test/results", columns=columns,
+                             data=[[r.as_row()[c] for c in columns] for r in results])
+
+
 def apply_seed(cfg: DictConfig) -> int | None:
     """Seed python, numpy and torch (and dataloader workers) when ``seed`` is set, 0 included."""
     if cfg.get("seed") is None:
@@ -70,6 +95,7 @@ def run_summary(cfg: DictConfig, params: dict, train_seconds: float, trainer: L.
 def train(cfg: DictConfig) -> dict:
     """Fit, optionally test; returns ``{"metrics": ..., "results": [SetResult], "model": ...}``."""
     apply_seed(cfg)
+    continue_wandb_run(cfg)
     datamodule = instantiate(cfg.data)
     model = build_rescaler(cfg, datamodule.val_set_names, datamodule.test_set_names)
     loggers = _instantiate_dict(cfg.get("logger"))
@@ -90,6 +116,7 @@ def train(cfg: DictConfig) -> dict:
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         results = model.test_results
+        log_results_table(trainer, results)
         if trainer.is_global_zero:
             out_dir = Path(cfg.output_dir)
             write_results(results, out_dir, extra=run_summary(cfg, params, train_seconds, trainer, metrics))
@@ -98,12 +125,31 @@ def train(cfg: DictConfig) -> dict:
     return {"metrics": metrics, "results": results, "model": model, "trainer": trainer}
 
 
+def _close_wandb(exit_code: int) -> None:
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish(exit_code=exit_code)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers."""
-    outcome = train(cfg)
-    value = outcome["metrics"].get(cfg.get("optimized_metric") or "")
-    return value
+    """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers.
+
+    In a multirun, a failing job is logged (traceback in its run.log and ``failed.txt``), its W&B
+    run is closed as failed, and the sweep goes on; a single run re-raises the error.
+    """
+    try:
+        outcome = train(cfg)
+    except Exception as err:
+        _close_wandb(exit_code=1)
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        log.exception("job failed; the sweep continues with the next job")
+        Path(cfg.output_dir, "failed.txt").write_text(f"{type(err).__name__}: {err}\n")
+        return None
+    _close_wandb(exit_code=0)
+    return outcome["metrics"].get(cfg.get("optimized_metric") or "")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import lightning as L
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -91,7 +92,14 @@ class RescaleDataModule(L.LightningDataModule):
         )
 
     def _whole_images(self, sets: Mapping[str, Dataset]) -> list[DataLoader]:
-        return [DataLoader(ds, batch_size=1, num_workers=0) for ds in sets.values()]
+        """Batch size 1 (sizes differ). Under DDP each image goes to exactly one rank (no
+        padding duplicates, unlike Lightning's default sampler), so set means stay exact."""
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        return [
+            DataLoader(ds, batch_size=1, num_workers=0,
+                       sampler=UnrepeatedDistributedSampler(ds, shuffle=False) if distributed else None)
+            for ds in sets.values()
+        ]
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._whole_images(self.val_sets)

@@ -168,7 +168,8 @@ class Rescaler(L.LightningModule):
     def _log_sets(self, stage: str, names: Sequence[str], collections: nn.ModuleList) -> list[dict]:
         rows = []
         for name, metrics in zip(names, collections):
-            count = int(metrics["psnr_y"].count)
+            with metrics["psnr_y"].sync_context():  # images seen by all ranks, each once
+                count = int(metrics["psnr_y"].count)
             values = {key: metric.compute() for key, metric in metrics.items()}
             for key, value in values.items():
                 self.log(f"{stage}/{name}/{key}", value.float(), add_dataloader_idx=False, sync_dist=False)
@@ -190,6 +191,9 @@ class Rescaler(L.LightningModule):
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["taid_car_config"] = self.config
+        for logger in self.loggers:  # lets a resumed run continue the same W&B run
+            if type(logger).__name__ == "WandbLogger":
+                checkpoint["taid_car_wandb_id"] = logger.version
         checkpoint["taid_car_parameters"] = {
             "downscaler": count_parameters(self.downscaler),
             "upscaler": count_parameters(self.upscaler),

@@ -97,8 +97,10 @@ def _forward(xp, ker, oh, ov, cx, cy, taps, sf, half, wmax, hmax, out):  # pragm
                     dx = dxa[j]
                     dy = dya[j]
                     acc[c, j] += (
-                        w00[j] * pl[o] + w01[j] * pl[o + dx]
-                        + w10[j] * pl[o + dy] + w11[j] * pl[o + dy + dx]
+                        w00[j] * pl[o]
+                        + w01[j] * pl[o + dx]
+                        + w10[j] * pl[o + dy]
+                        + w11[j] * pl[o + dy + dx]
                     )
         for c in range(C):
             for j in range(w):
@@ -187,9 +189,18 @@ def forward(xp, kernels, offsets_h, offsets_v, cx, cy, scale: int) -> torch.Tens
     taps, sf, half = _scalars(xp.dtype, k, scale)
     Hp, Wp = xp.shape[2:]
     _forward(
-        _check(xp), _check(kernels), _check(offsets_h), _check(offsets_v),
-        _check(cx), _check(cy), taps, sf, half, taps.dtype.type(Wp - 1),
-        taps.dtype.type(Hp - 1), out.numpy(),
+        _check(xp),
+        _check(kernels),
+        _check(offsets_h),
+        _check(offsets_v),
+        _check(cx),
+        _check(cy),
+        taps,
+        sf,
+        half,
+        taps.dtype.type(Wp - 1),
+        taps.dtype.type(Hp - 1),
+        out.numpy(),
     )
     return out
 
@@ -210,9 +221,21 @@ def backward(xp, kernels, offsets_h, offsets_v, cx, cy, scale: int, grad_out, ne
     gv = torch.empty_like(gk)
     taps, sf, half = _scalars(xp.dtype, k, scale)
     _backward(
-        _check(xp), _check(kernels), _check(offsets_h), _check(offsets_v),
-        _check(cx), _check(cy), taps, sf, half, _check(grad_out), bool(need_x),
-        gbuf.numpy(), gk.numpy(), gh.numpy(), gv.numpy(),
+        _check(xp),
+        _check(kernels),
+        _check(offsets_h),
+        _check(offsets_v),
+        _check(cx),
+        _check(cy),
+        taps,
+        sf,
+        half,
+        _check(grad_out),
+        bool(need_x),
+        gbuf.numpy(),
+        gk.numpy(),
+        gh.numpy(),
+        gv.numpy(),
     )
     gx = (gbuf[0] if bands == 1 else gbuf.sum(0)) if need_x else None
     return gx, gk, gh, gv

@@ -149,8 +149,15 @@ class _AdaptiveResampleFn(torch.autograd.Function):
         mod = _kernels_module(ctx.backend)
         need_x = ctx.needs_input_grad[0]
         gxp, gk, gh, gv = mod.backward(
-            reflect_pad(hr, ctx.p), kernels, offsets_h, offsets_v, cx, cy, ctx.scale,
-            grad_out.contiguous(), need_x,
+            reflect_pad(hr, ctx.p),
+            kernels,
+            offsets_h,
+            offsets_v,
+            cx,
+            cy,
+            ctx.scale,
+            grad_out.contiguous(),
+            need_x,
         )
         gx = fold_reflect_pad(gxp, hr, ctx.p).to(hr.dtype) if need_x else None
         needs = ctx.needs_input_grad

@@ -1,10 +1,13 @@
 """Triton kernels of the CAR resampler (GPU; CPU tensors only under ``TRITON_INTERPRET=1``).
 
 Layout: padded HR ``xp`` (B,C,Hp,Wp), kernels/offsets (B,k²,h,w), all contiguous. A program
-owns BLOCK_P LR pixels of one image (flattened i·w+j) and loops over the k² taps; per tap the
-geometry (sample position, bilinear weights, clamped corners) is computed once as a
-[BLOCK_P] vector and applied to a [BLOCK_P, BLOCK_C] tile of channels. Accumulation is in
-float32 (float64 for float64 inputs); inputs may be float32, float16 or bfloat16.
+owns BLOCK_P LR pixels of the flattened index n = b·h·w + i·w + j (so the batch shares one grid
+axis) and walks the k² taps BLOCK_T at a time; the geometry (sample position, bilinear
+weights, clamped corners) of a [BLOCK_P, BLOCK_T] tile is computed once and applied to
+BLOCK_C channels at a time as a [BLOCK_P, BLOCK_T, BLOCK_C] gather reduced over taps.
+BLOCK_T = 1 is the classic "one tap per step" kernel; larger BLOCK_T trades registers for
+fewer steps (and makes the interpreter, which pays per operation, fast enough for tests).
+Accumulation is in float32 (float64 for float64 inputs); inputs may be float32/float16/bfloat16.
 
 Backward design
 ---------------
@@ -24,8 +27,8 @@ Backward design
   gradient may differ between runs in the last bits; kernel/offset gradients are deterministic.
   When the image needs no gradient (the usual case: HR is data) the atomics are compiled out.
 
-Autotuning: block size and warps, keyed on (h·w, C, k²) and dtypes; the backward resets its
-atomic buffer between trials. Under the interpreter a single config is used.
+Autotuning: (BLOCK_P, BLOCK_T, warps), keyed on (B·h·w, C, k²) and dtypes; the backward resets
+its atomic buffer between trials. Under the interpreter a single config is used.
 """
 
 from __future__ import annotations
@@ -47,7 +50,12 @@ def _configs() -> list[triton.Config]:
     return [
         triton.Config({"BLOCK_P": bp, "BLOCK_T": bt}, num_warps=nw)
         for bp, bt, nw in (
-            (128, 1, 4), (256, 1, 8), (64, 4, 4), (32, 8, 4), (64, 8, 8), (32, 16, 8),
+            (128, 1, 4),
+            (256, 1, 8),
+            (64, 4, 4),
+            (32, 8, 4),
+            (64, 8, 8),
+            (32, 16, 8),
         )
     ]
 
@@ -89,9 +97,26 @@ def _pixels(cx_ptr, cy_ptr, NPIX, HW, w, BLOCK_P: tl.constexpr):
 @triton.autotune(configs=_configs(), key=["NPIX", "C", "KK"])
 @triton.jit
 def _fwd_kernel(
-    xp_ptr, k_ptr, oh_ptr, ov_ptr, cx_ptr, cy_ptr, out_ptr,
-    NPIX, C, Hp, Wp, w, HW, KK, k, s,
-    ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_T: tl.constexpr,
+    xp_ptr,
+    k_ptr,
+    oh_ptr,
+    ov_ptr,
+    cx_ptr,
+    cy_ptr,
+    out_ptr,
+    NPIX,
+    C,
+    Hp,
+    Wp,
+    w,
+    HW,
+    KK,
+    k,
+    s,
+    ACC: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_T: tl.constexpr,
 ):
     mask_p, b, p, cx, cy = _pixels(cx_ptr, cy_ptr, NPIX, HW, w, BLOCK_P)
     cx = cx.to(ACC)[:, None]
@@ -115,29 +140,56 @@ def _fwd_kernel(
             dh = tl.load(oh_ptr + off, mask=m2, other=0.0).to(ACC)
             dv = tl.load(ov_ptr + off, mask=m2, other=0.0).to(ACC)
             al, be, xl, xr, yt, yb = _geometry(cx, cy, tx[None, :], ty[None, :], dh, dv, s, Hp, Wp)
-            m3 = (m2[:, :, None] & mask3)
+            m3 = m2[:, :, None] & mask3
             v = ((1 - al) * (1 - be) * kv)[:, :, None] * tl.load(
-                xp_ptr + chan + (yt * Wp + xl)[:, :, None], mask=m3, other=0.0).to(ACC)
+                xp_ptr + chan + (yt * Wp + xl)[:, :, None], mask=m3, other=0.0
+            ).to(ACC)
             v += (al * (1 - be) * kv)[:, :, None] * tl.load(
-                xp_ptr + chan + (yt * Wp + xr)[:, :, None], mask=m3, other=0.0).to(ACC)
+                xp_ptr + chan + (yt * Wp + xr)[:, :, None], mask=m3, other=0.0
+            ).to(ACC)
             v += ((1 - al) * be * kv)[:, :, None] * tl.load(
-                xp_ptr + chan + (yb * Wp + xl)[:, :, None], mask=m3, other=0.0).to(ACC)
+                xp_ptr + chan + (yb * Wp + xl)[:, :, None], mask=m3, other=0.0
+            ).to(ACC)
             v += (al * be * kv)[:, :, None] * tl.load(
-                xp_ptr + chan + (yb * Wp + xr)[:, :, None], mask=m3, other=0.0).to(ACC)
+                xp_ptr + chan + (yb * Wp + xr)[:, :, None], mask=m3, other=0.0
+            ).to(ACC)
             acc += tl.sum(v, axis=1)
         out_off = ((b * C + c0)[:, None] + offs_c[None, :]) * HW + p[:, None]
-        tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty),
-                 mask=mask_p[:, None] & mask_c[None, :])
+        tl.store(
+            out_ptr + out_off,
+            acc.to(out_ptr.dtype.element_ty),
+            mask=mask_p[:, None] & mask_c[None, :],
+        )
 
 
 @triton.autotune(configs=_configs(), key=["NPIX", "C", "KK"], reset_to_zero=["gx_ptr"])
 @triton.jit
 def _bwd_kernel(
-    xp_ptr, k_ptr, oh_ptr, ov_ptr, cx_ptr, cy_ptr, gout_ptr,
-    gx_ptr, gk_ptr, gh_ptr, gv_ptr,
-    NPIX, C, Hp, Wp, w, HW, KK, k, s,
-    ACC: tl.constexpr, NEED_X: tl.constexpr, BLOCK_C: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_T: tl.constexpr,
+    xp_ptr,
+    k_ptr,
+    oh_ptr,
+    ov_ptr,
+    cx_ptr,
+    cy_ptr,
+    gout_ptr,
+    gx_ptr,
+    gk_ptr,
+    gh_ptr,
+    gv_ptr,
+    NPIX,
+    C,
+    Hp,
+    Wp,
+    w,
+    HW,
+    KK,
+    k,
+    s,
+    ACC: tl.constexpr,
+    NEED_X: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_T: tl.constexpr,
 ):
     mask_p, b, p, cx, cy = _pixels(cx_ptr, cy_ptr, NPIX, HW, w, BLOCK_P)
     cx = cx.to(ACC)[:, None]
@@ -166,9 +218,10 @@ def _bwd_kernel(
         gb = tl.zeros([BLOCK_P, BLOCK_T], dtype=ACC)
         for c0 in range(0, C, BLOCK_C):
             mask_c = (c0 + offs_c) < C
-            gidx = ((b * C + c0)[:, None] + offs_c[None, :])  # [P,BC] int64 plane index
-            g = tl.load(gout_ptr + gidx * HW + p[:, None],
-                        mask=mask_p[:, None] & mask_c[None, :], other=0.0).to(ACC)
+            gidx = (b * C + c0)[:, None] + offs_c[None, :]  # [P,BC] int64 plane index
+            g = tl.load(
+                gout_ptr + gidx * HW + p[:, None], mask=mask_p[:, None] & mask_c[None, :], other=0.0
+            ).to(ACC)
             g = g[:, None, :]  # [P,1,BC]
             chan = (gidx * plane)[:, None, :]
             m3 = m2[:, :, None] & mask_c[None, None, :]
@@ -207,7 +260,9 @@ def _device_ctx(t: torch.Tensor):
     import contextlib
 
     if not INTERPRET:
-        raise RuntimeError("Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)")
+        raise RuntimeError(
+            "Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)"
+        )
     return contextlib.nullcontext()
 
 
@@ -222,9 +277,24 @@ def forward(xp, kernels, offsets_h, offsets_v, cx, cy, scale: int) -> torch.Tens
     grid = lambda meta: (triton.cdiv(B * h * w, meta["BLOCK_P"]),)
     with _device_ctx(xp):
         _fwd_kernel[grid](
-            xp, kernels, offsets_h, offsets_v, cx, cy, out,
-            B * h * w, C, Hp, Wp, w, h * w, kk, math.isqrt(kk), float(scale),
-            ACC=_acc(xp.dtype), BLOCK_C=bc,
+            xp,
+            kernels,
+            offsets_h,
+            offsets_v,
+            cx,
+            cy,
+            out,
+            B * h * w,
+            C,
+            Hp,
+            Wp,
+            w,
+            h * w,
+            kk,
+            math.isqrt(kk),
+            float(scale),
+            ACC=_acc(xp.dtype),
+            BLOCK_C=bc,
         )
     return out
 
@@ -247,9 +317,28 @@ def backward(xp, kernels, offsets_h, offsets_v, cx, cy, scale: int, grad_out, ne
     grid = lambda meta: (triton.cdiv(B * h * w, meta["BLOCK_P"]),)
     with _device_ctx(xp):
         _bwd_kernel[grid](
-            xp, kernels, offsets_h, offsets_v, cx, cy, grad_out,
-            gx, gk, gh, gv,
-            B * h * w, C, Hp, Wp, w, h * w, kk, math.isqrt(kk), float(scale),
-            ACC=_acc(xp.dtype), NEED_X=bool(need_x), BLOCK_C=_block_c(C),
+            xp,
+            kernels,
+            offsets_h,
+            offsets_v,
+            cx,
+            cy,
+            grad_out,
+            gx,
+            gk,
+            gh,
+            gv,
+            B * h * w,
+            C,
+            Hp,
+            Wp,
+            w,
+            h * w,
+            kk,
+            math.isqrt(kk),
+            float(scale),
+            ACC=_acc(xp.dtype),
+            NEED_X=bool(need_x),
+            BLOCK_C=_block_c(C),
         )
     return (gx if need_x else None), gk, gh, gv

@@ -1,0 +1,86 @@
+"""Lightning callbacks: image panels of fixed validation crops (W&B and PNG files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import WandbLogger
+
+from taid_car.data.io import save_image
+from taid_car.imresize import bicubic_downscale, bicubic_upscale
+from taid_car.models.quantize import quantize_8bit
+
+PANEL_CAPTIONS = ("HR", "LR (nearest)", "SR", "bicubic LR (nearest)", "bicubic SR")
+
+
+def center_crop(image: torch.Tensor, size: int, multiple: int) -> torch.Tensor:
+    """Central ``size`` x ``size`` crop of (..., H, W), shrunk to fit and to a multiple of ``multiple``."""
+    height, width = image.shape[-2:]
+    side = min(size, height, width) // multiple * multiple
+    if side == 0:
+        raise ValueError(f"image {height}x{width} too small for a crop that is a multiple of {multiple}")
+    top, left = (height - side) // 2, (width - side) // 2
+    return image[..., top:top + side, left:left + side]
+
+
+def panel_row(hr: torch.Tensor, lr: torch.Tensor, sr: torch.Tensor, scale: int) -> list[torch.Tensor]:
+    """(3,H,W) images in :data:`PANEL_CAPTIONS` order, LRs nearest-upscaled to H x W."""
+    bicubic_lr = quantize_8bit(bicubic_downscale(hr, scale))
+    bicubic_sr = bicubic_upscale(bicubic_lr, scale)
+
+    def nearest(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=scale, mode="nearest")
+
+    return [t[0].clamp(0, 1) for t in (hr, nearest(lr), sr, nearest(bicubic_lr), bicubic_sr)]
+
+
+class ImagePanels(L.Callback):
+    """Every ``every_n_steps`` training steps (at validation), show fixed crops side by side.
+
+    For the first ``max_images`` images of the first validation set: a central HR crop of
+    ``crop_size`` px, the model's LR (at its own size and nearest-upscaled), SR, and the bicubic
+    pair. Logged as W&B images when a WandbLogger is attached; always saved as PNG strips under
+    ``<output_dir>/panels/``.
+    """
+
+    def __init__(self, every_n_steps: int = 100, crop_size: int = 96, max_images: int = 2,
+                 output_dir: str | Path | None = None) -> None:
+        if every_n_steps < 1 or crop_size < 1 or max_images < 1:
+            raise ValueError("ImagePanels: every_n_steps, crop_size and max_images must be >= 1")
+        self.every_n_steps, self.crop_size, self.max_images = every_n_steps, crop_size, max_images
+        self.output_dir = Path(output_dir) if output_dir else None
+        self._last_step: int | None = None
+
+    def _crops(self, trainer: L.Trainer, multiple: int) -> list[tuple[str, torch.Tensor]]:
+        datamodule = trainer.datamodule
+        sets = getattr(datamodule, "val_sets", None) or {}
+        if not sets:
+            return []
+        dataset = next(iter(sets.values()))
+        items = [dataset[i] for i in range(min(self.max_images, len(dataset)))]
+        return [(item["name"], center_crop(item["hr"], self.crop_size, multiple)) for item in items]
+
+    @torch.no_grad()
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        step = trainer.global_step
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        if self._last_step is not None and step - self._last_step < self.every_n_steps:
+            return
+        self._last_step = step
+        scale = pl_module.scale
+        multiple = getattr(trainer.datamodule, "modcrop", None) or scale
+        for name, hr in self._crops(trainer, multiple):
+            hr = hr.unsqueeze(0).to(pl_module.device)
+            lr, sr = pl_module(hr)
+            row = panel_row(hr, lr, sr, scale)
+            if self.output_dir is not None:
+                save_image(torch.cat(row, dim=-1), self.output_dir / "panels" / f"step{step:06d}_{name}.png",
+                           overwrite=True)
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.log_image(key=f"panels/{name}", images=[*row, lr[0]],
+                                     caption=[*PANEL_CAPTIONS, "LR (own size)"], step=step)

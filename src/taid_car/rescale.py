@@ -1,0 +1,555 @@
+"""Apply a trained downscaler/upscaler pair to image files: downscale, upscale, round trip.
+
+    # HR images -> 8-bit PNG LR files (same stem, .png), at the checkpoint's scale
+    python -m taid_car.rescale downscale --ckpt outputs/car_x4/<run>/checkpoints/last.ckpt \\
+        --input photos/ --output photos_lr/
+
+    # LR files -> SR PNGs (x scale)
+    python -m taid_car.rescale upscale --ckpt .../last.ckpt --input photos_lr/ --output photos_sr/
+
+    # HR -> LR -> SR, scored per image (Y PSNR/SSIM, LR fidelity) beside Bicubic & Bicubic;
+    # with --jpeg-quality the LR also goes through JPEG at that quality (in memory) before
+    # upscaling, for both pairs: how do learned downscalers degrade under JPEG relative to bicubic?
+    python -m taid_car.rescale roundtrip --ckpt .../last.ckpt --input Set5/ --jpeg-quality 75 \\
+        --output results/
+
+Common options: ``--overwrite`` (nothing is replaced without it; all targets are checked before
+anything is written), ``--on-error skip|fail`` (a bad file - unreadable, corrupt, too small for the
+scale - is reported by name and skipped, or stops the command), ``--device auto|cpu|cuda``,
+``--no-progress``.
+
+Conventions: images are RGB tensors (1, 3, H, W), float, [0, 1]. The checkpoint (written by
+``python -m taid_car.run``) fixes the scale ``s`` and the HR size multiple its downscaler needs
+(8 for CAR); HR images are cropped bottom/right to a multiple of ``lcm(s, multiple)`` first, as
+``taid_car.evaluate`` does, and the crop is logged. The LR is rounded to 8 bit before it is
+written or upscaled, so an LR file holds exactly what the upscaler saw. Gray sources whose
+result has identical channels are written as 1-channel PNGs. Scores follow
+:mod:`taid_car.metrics` (Y of MATLAB ``rgb2ycbcr``, gray images on their own values,
+``s`` pixels cropped from every border).
+
+Exit status: 0 when at least one file was processed, 1 when every file failed (or, with
+``--on-error fail``, at the first bad file), 2 for a usage error (bad checkpoint, missing or empty
+input, existing outputs without ``--overwrite``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from taid_car.data.io import (
+    IMAGE_EXTENSIONS,
+    ImageError,
+    check_min_size,
+    list_images,
+    modcrop,
+    probe_size,
+    read_image,
+    save_image,
+)
+from taid_car.imresize import bicubic_downscale, bicubic_upscale
+from taid_car.metrics import psnr_y, ssim_y
+from taid_car.models.quantize import quantize_8bit
+
+log = logging.getLogger(__name__)
+
+SSIM_WINDOW = 11  # SSIM needs this many pixels per side after the border crop
+RESULT_FILES = ("roundtrip.csv", "roundtrip.md")
+
+
+class UsageError(Exception):
+    """A problem with the command as given (checkpoint, input, outputs): exit status 2."""
+
+
+class FileFailure(Exception):
+    """One input file failed under ``--on-error fail``: exit status 1."""
+
+
+# --------------------------------------------------------------------------- the trained pair
+
+
+@dataclass
+class Pair:
+    """A trained pair on ``device``: ``downscaler`` HR (1,3,H,W) -> LR (1,3,H/s,W/s), ``upscaler``
+    LR -> SR (1,3,h*s,w*s), both [0,1]; ``crop`` = lcm(scale, model multiple)."""
+
+    downscaler: nn.Module
+    upscaler: nn.Module
+    scale: int
+    multiple: int
+    method: str
+    device: torch.device
+
+    @property
+    def crop(self) -> int:
+        return math.lcm(self.scale, self.multiple)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without CUDA is a usage error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {name} requested but CUDA is not available (use cpu or auto)")
+    return torch.device(name)
+
+
+def load_pair(ckpt: str | Path, device: torch.device) -> Pair:
+    """Rebuild the pair saved by ``taid_car.run``; any problem is a :class:`UsageError`."""
+    from taid_car.models.rescaler import load_trained_pair  # imports Lightning: only when needed
+
+    path = Path(ckpt)
+    if not path.exists():
+        raise UsageError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} is not a file")
+    try:
+        downscaler, upscaler, config = load_trained_pair(path)
+    except ValueError as err:  # not a taid_car checkpoint, weights do not fit its config
+        raise UsageError(str(err)) from err
+    except Exception as err:  # not a torch file at all (pickle/zip errors, truncated file)
+        raise UsageError(
+            f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})"
+        ) from err
+    model, upscaler_cfg = config.get("model", {}), config.get("upscaler", {})
+    return Pair(
+        downscaler=downscaler.eval().to(device),
+        upscaler=upscaler.eval().to(device),
+        scale=int(config["scale"]),
+        multiple=int(model.get("multiple") or 1),
+        method=f"{model.get('name', '?')} & {upscaler_cfg.get('name', '?')}",
+        device=device,
+    )
+
+
+@torch.inference_mode()
+def downscale(pair: Pair, hr: torch.Tensor) -> torch.Tensor:
+    """HR (1,3,H,W) in [0,1], H, W multiples of ``pair.crop`` -> LR (1,3,H/s,W/s) on the 8-bit grid."""
+    return quantize_8bit(pair.downscaler(hr.to(pair.device))).cpu()
+
+
+@torch.inference_mode()
+def upscale(pair: Pair, lr: torch.Tensor) -> torch.Tensor:
+    """LR (1,3,h,w) in [0,1] -> SR (1,3,h*s,w*s), float (not clamped; scoring/saving clamp)."""
+    return pair.upscaler(lr.to(pair.device)).float().cpu()
+
+
+# --------------------------------------------------------------------------- files
+
+
+def collect_inputs(source: str | Path) -> list[Path]:
+    """The image files named by ``source``: one file, or the images directly inside a folder."""
+    path = Path(source)
+    if path.is_file():
+        return [path]
+    if not path.exists():
+        raise UsageError(f"input {path} does not exist")
+    try:
+        return list_images(path)
+    except ImageError as err:
+        raise UsageError(str(err)) from err
+
+
+def target_paths(files: Sequence[Path], out_dir: Path) -> dict[Path, Path]:
+    """``{input: out_dir/<stem>.png}``; two inputs with one stem, or a target that is an input
+    file itself, are usage errors."""
+    targets = {src: out_dir / f"{src.stem}.png" for src in files}
+    by_target: dict[Path, list[Path]] = {}
+    for src, dst in targets.items():
+        by_target.setdefault(dst, []).append(src)
+    clashes = [srcs for srcs in by_target.values() if len(srcs) > 1]
+    if clashes:
+        names = "; ".join(", ".join(p.name for p in srcs) for srcs in clashes)
+        raise UsageError(f"inputs would write the same output file (same stem): {names}")
+    inputs = {src.resolve() for src in files}
+    same = [dst for dst in targets.values() if dst.resolve() in inputs]
+    if same:
+        raise UsageError(
+            f"output would replace input file(s) {', '.join(p.name for p in same)}; "
+            "choose another --output folder"
+        )
+    return targets
+
+
+def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
+    """Usage error naming every path that exists, unless ``overwrite``."""
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        shown = ", ".join(str(p) for p in existing[:10])
+        more = f" and {len(existing) - 10} more" if len(existing) > 10 else ""
+        raise UsageError(
+            f"{len(existing)} output file(s) already exist: {shown}{more}; "
+            "pass --overwrite to replace them"
+        )
+
+
+def as_file_image(image: torch.Tensor, is_gray: bool) -> torch.Tensor:
+    """(1,3,H,W) -> what the file should hold: (1,H,W) when the source was gray and all three
+    channels are equal, else (3,H,W)."""
+    image = image[0]
+    if is_gray and torch.equal(image[0], image[1]) and torch.equal(image[1], image[2]):
+        return image[:1]
+    return image
+
+
+def jpeg_roundtrip(image: torch.Tensor, quality: int, is_gray: bool) -> tuple[torch.Tensor, int]:
+    """Encode an 8-bit-grid (1,3,h,w) [0,1] image as JPEG at ``quality`` with Pillow (defaults:
+    4:2:0 chroma; 1-channel for gray), decode it; returns ((1,3,h,w) [0,1], JPEG size in bytes)."""
+    planes = as_file_image(image, is_gray)
+    u8 = torch.round(planes.clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    pil = Image.fromarray(u8[:, :, 0], "L") if u8.shape[2] == 1 else Image.fromarray(u8, "RGB")
+    buffer = io.BytesIO()
+    pil.save(buffer, format="JPEG", quality=int(quality))
+    size = buffer.tell()
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        rgb = np.asarray(decoded.convert("RGB"))
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).unsqueeze(0).float() / 255, size
+
+
+# --------------------------------------------------------------------------- per-file driving
+
+
+@dataclass
+class Outcome:
+    """Files done, and ``(file, reason)`` for each one skipped."""
+
+    done: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def min_size_check(min_side: int, what: str) -> Callable[[Path], None]:
+    """A preflight check: raises :class:`ImageError` unless the file's header says H, W >= min_side."""
+
+    def check(path: Path) -> None:
+        check_min_size(probe_size(path), min_side, min_side, path, what)
+
+    return check
+
+
+def preflight(files: Sequence[Path], check: Callable[[Path], None], on_error: str, outcome: Outcome) -> list[Path]:
+    """Headers only, before anything is written: drops (skip) or raises on (fail) unreadable or
+    too small files; returns the files that passed."""
+    good = []
+    for path in files:
+        try:
+            check(path)
+        except ImageError as err:
+            record_failure(path, err, on_error, outcome)
+        else:
+            good.append(path)
+    return good
+
+
+def record_failure(path: Path, err: Exception, on_error: str, outcome: Outcome) -> None:
+    """Log a bad file by name; raise :class:`FileFailure` under ``--on-error fail``."""
+    reason = str(err)
+    prefix = f"{path}: "
+    reason = reason[len(prefix):] if reason.startswith(prefix) else reason
+    if on_error == "fail":
+        raise FileFailure(f"{path}: {reason} (--on-error fail: stopping)") from err
+    log.warning("skipping %s: %s", path, reason)
+    outcome.failed.append((path, reason))
+
+
+def process_files(
+    files: Sequence[Path],
+    work: Callable[[Path], None],
+    on_error: str,
+    outcome: Outcome,
+    desc: str,
+    progress: bool,
+) -> Outcome:
+    """Run ``work`` on each file under a progress bar; per-file errors are recorded or fatal."""
+    with logging_redirect_tqdm(loggers=[log]):
+        for path in tqdm(files, desc=desc, unit="img", disable=None if progress else True):
+            try:
+                work(path)
+            except (ValueError, RuntimeError) as err:  # ImageError, model shape errors, OOM
+                record_failure(path, err, on_error, outcome)
+            else:
+                outcome.done.append(path)
+    return outcome
+
+
+def summarize(outcome: Outcome, verb: str) -> int:
+    """Log what was done and skipped; exit status 0, or 1 when nothing succeeded."""
+    total = len(outcome.done) + len(outcome.failed)
+    log.info("%s %d of %d file(s)", verb, len(outcome.done), total)
+    if outcome.failed:
+        lines = "\n".join(f"  {path}: {reason}" for path, reason in outcome.failed)
+        log.warning("skipped %d file(s):\n%s", len(outcome.failed), lines)
+    if not outcome.done:
+        log.error("every input file failed")
+        return 1
+    return 0
+
+
+def load_hr(path: Path, pair: Pair, min_side: int, what: str) -> tuple[torch.Tensor, bool]:
+    """Read an HR file -> ((1,3,H',W') [0,1] cropped bottom/right to a multiple of ``pair.crop``,
+    is_gray); logs the crop; :class:`ImageError` when smaller than ``min_side``."""
+    image = read_image(path)
+    check_min_size(image.tensor, min_side, min_side, path, what)
+    hr = modcrop(image.tensor, pair.crop)
+    if hr.shape != image.tensor.shape:
+        h, w = image.tensor.shape[-2:]
+        log.info(
+            "%s: cropped %dx%d -> %dx%d (HxW, bottom/right) to a multiple of %d "
+            "(lcm of scale %d and the downscaler's size multiple %d)",
+            path.name, h, w, *hr.shape[-2:], pair.crop, pair.scale, pair.multiple,
+        )
+    return hr.unsqueeze(0), image.is_gray
+
+
+# --------------------------------------------------------------------------- subcommands
+
+
+def run_downscale(args: argparse.Namespace, pair: Pair) -> int:
+    """HR files -> ``<output>/<stem>.png`` 8-bit LR files."""
+    files = collect_inputs(args.input)
+    targets = target_paths(files, Path(args.output))
+    refuse_existing(list(targets.values()), args.overwrite)
+    what = f"x{pair.scale} downscaling (crop multiple {pair.crop})"
+    outcome = Outcome()
+    files = preflight(files, min_size_check(pair.crop, what), args.on_error, outcome)
+
+    def work(path: Path) -> None:
+        hr, is_gray = load_hr(path, pair, pair.crop, what)
+        lr = downscale(pair, hr)
+        save_image(as_file_image(lr, is_gray), targets[path], overwrite=args.overwrite)
+
+    process_files(files, work, args.on_error, outcome, f"downscale x{pair.scale}", args.progress)
+    return summarize(outcome, f"downscaled ({pair.method}, x{pair.scale}) into {args.output}:")
+
+
+def run_upscale(args: argparse.Namespace, pair: Pair) -> int:
+    """LR files -> ``<output>/<stem>.png`` SR files (x scale)."""
+    files = collect_inputs(args.input)
+    targets = target_paths(files, Path(args.output))
+    refuse_existing(list(targets.values()), args.overwrite)
+    outcome = Outcome()
+    files = preflight(files, min_size_check(1, "upscaling"), args.on_error, outcome)
+
+    def work(path: Path) -> None:
+        image = read_image(path)
+        sr = upscale(pair, image.tensor.unsqueeze(0))
+        save_image(as_file_image(sr, image.is_gray), targets[path], overwrite=args.overwrite)
+
+    process_files(files, work, args.on_error, outcome, f"upscale x{pair.scale}", args.progress)
+    return summarize(outcome, f"upscaled ({pair.method}, x{pair.scale}) into {args.output}:")
+
+
+def score_image(pair: Pair, hr: torch.Tensor, is_gray: bool, jpeg_quality: int | None) -> dict:
+    """One HR (1,3,H,W) through the pair and through Bicubic & Bicubic; Y PSNR (dB) / SSIM of SR
+    vs HR (border = scale), LR fidelity (Y PSNR of LR vs bicubic LR) and, with ``jpeg_quality``,
+    the same after JPEG-compressing each LR, with JPEG bits per LR pixel."""
+    s, gray = pair.scale, torch.tensor([is_gray])
+    lr = downscale(pair, hr)
+    bicubic_lr = quantize_8bit(bicubic_downscale(hr, s))
+    sr, bicubic_sr = upscale(pair, lr), bicubic_upscale(bicubic_lr, s)
+    row = {
+        "psnr_y": psnr_y(sr, hr, s, gray).item(),
+        "ssim_y": ssim_y(sr, hr, s, gray).item(),
+        "lr_psnr_y": psnr_y(lr, bicubic_lr, 0, gray).item(),
+        "bicubic_psnr_y": psnr_y(bicubic_sr, hr, s, gray).item(),
+        "bicubic_ssim_y": ssim_y(bicubic_sr, hr, s, gray).item(),
+    }
+    if jpeg_quality is not None:
+        pixels = lr.shape[-2] * lr.shape[-1]
+        lr_jpeg, size = jpeg_roundtrip(lr, jpeg_quality, is_gray)
+        bicubic_jpeg, bicubic_size = jpeg_roundtrip(bicubic_lr, jpeg_quality, is_gray)
+        sr_jpeg, bicubic_sr_jpeg = upscale(pair, lr_jpeg), bicubic_upscale(bicubic_jpeg, s)
+        row |= {
+            "jpeg_psnr_y": psnr_y(sr_jpeg, hr, s, gray).item(),
+            "jpeg_ssim_y": ssim_y(sr_jpeg, hr, s, gray).item(),
+            "jpeg_bpp": 8 * size / pixels,
+            "bicubic_jpeg_psnr_y": psnr_y(bicubic_sr_jpeg, hr, s, gray).item(),
+            "bicubic_jpeg_ssim_y": ssim_y(bicubic_sr_jpeg, hr, s, gray).item(),
+            "bicubic_jpeg_bpp": 8 * bicubic_size / pixels,
+        }
+    return row
+
+
+def roundtrip_columns(pair: Pair, jpeg_quality: int | None) -> list[tuple[str, str, str]]:
+    """(key, title, format) of the round-trip table."""
+    q = f" JPEG q{jpeg_quality}"
+    columns = [
+        ("image", "Image", "{}"),
+        ("size", "HR size", "{}"),
+        ("psnr_y", "PSNR-Y", "{:.2f}"),
+        ("ssim_y", "SSIM-Y", "{:.4f}"),
+        ("lr_psnr_y", "LR vs bicubic", "{:.2f}"),
+        ("bicubic_psnr_y", "Bicubic PSNR-Y", "{:.2f}"),
+        ("bicubic_ssim_y", "Bicubic SSIM-Y", "{:.4f}"),
+    ]
+    if jpeg_quality is not None:
+        columns += [
+            ("jpeg_psnr_y", f"PSNR-Y{q}", "{:.2f}"),
+            ("jpeg_ssim_y", f"SSIM-Y{q}", "{:.4f}"),
+            ("jpeg_bpp", "LR JPEG bpp", "{:.2f}"),
+            ("bicubic_jpeg_psnr_y", f"Bicubic PSNR-Y{q}", "{:.2f}"),
+            ("bicubic_jpeg_ssim_y", f"Bicubic SSIM-Y{q}", "{:.4f}"),
+            ("bicubic_jpeg_bpp", "Bicubic LR JPEG bpp", "{:.2f}"),
+        ]
+    return columns
+
+
+def mean_row(rows: Sequence[dict]) -> dict:
+    """The per-set line: every numeric score averaged over images (PSNR averaged in dB)."""
+    keys = [k for k, v in rows[0].items() if isinstance(v, float)]
+    return {"image": "mean", "size": f"{len(rows)} images", **{k: sum(r[k] for r in rows) / len(rows) for k in keys}}
+
+
+def format_rows(rows: Sequence[dict], columns) -> list[list[str]]:
+    return [[fmt.format(row[key]) for key, _, fmt in columns] for row in rows]
+
+
+def print_table(rows: Sequence[dict], columns, title: str) -> None:
+    """Rich table on stdout; logs and pipes get a wide console so no column is cut."""
+    table = Table(title=title)
+    for i, (_, name, _) in enumerate(columns):
+        table.add_column(name, justify="left" if i < 2 else "right")
+    formatted = format_rows(rows, columns)
+    for i, cells in enumerate(formatted):
+        table.add_row(*cells, end_section=i == len(formatted) - 2)
+    console = Console()
+    (console if console.is_terminal else Console(width=250)).print(table)
+
+
+def write_tables(rows: Sequence[dict], columns, title: str, out_dir: Path, overwrite: bool) -> list[Path]:
+    """``roundtrip.csv`` (full precision) and ``roundtrip.md`` (rounded) in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = (out_dir / name for name in RESULT_FILES)
+    mode = "w" if overwrite else "x"
+    with csv_path.open(mode, newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[key for key, _, _ in columns], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    header = "| " + " | ".join(name for _, name, _ in columns) + " |"
+    rule = "|" + "|".join("---" if i < 2 else "---:" for i in range(len(columns))) + "|"
+    body = ["| " + " | ".join(cells) + " |" for cells in format_rows(rows, columns)]
+    with md_path.open(mode) as handle:
+        handle.write("\n".join([f"**{title}**", "", header, rule, *body]) + "\n")
+    return [csv_path, md_path]
+
+
+def run_roundtrip(args: argparse.Namespace, pair: Pair) -> int:
+    """HR -> LR (-> JPEG) -> SR for each file; table on stdout, CSV/Markdown in ``--output``."""
+    files = collect_inputs(args.input)
+    out_dir = Path(args.output) if args.output else None
+    if out_dir is not None:
+        refuse_existing([out_dir / name for name in RESULT_FILES], args.overwrite)
+    # SSIM needs 11 px per side after cropping `scale` px from each border, after the modcrop.
+    min_side = -(-(SSIM_WINDOW + 2 * pair.scale) // pair.crop) * pair.crop
+    what = f"x{pair.scale} round trip scoring (crop multiple {pair.crop}, SSIM border {pair.scale})"
+    outcome = Outcome()
+    files = preflight(files, min_size_check(min_side, what), args.on_error, outcome)
+    rows: list[dict] = []
+
+    def work(path: Path) -> None:
+        hr, is_gray = load_hr(path, pair, min_side, what)
+        scores = score_image(pair, hr, is_gray, args.jpeg_quality)
+        rows.append({"image": path.name, "size": f"{hr.shape[-2]}x{hr.shape[-1]}", **scores})
+
+    process_files(files, work, args.on_error, outcome, f"round trip x{pair.scale}", args.progress)
+    status = summarize(outcome, "scored")
+    if not rows:
+        return status
+    rows.append(mean_row(rows))
+    columns = roundtrip_columns(pair, args.jpeg_quality)
+    jpeg = f", LR JPEG quality {args.jpeg_quality}" if args.jpeg_quality is not None else ""
+    title = f"{pair.method} x{pair.scale} round trip (Y channel, border {pair.scale}{jpeg})"
+    print_table(rows, columns, title)
+    if out_dir is not None:
+        for path in write_tables(rows, columns, title, out_dir, args.overwrite):
+            log.info("wrote %s", path)
+    return status
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def jpeg_quality(text: str) -> int:
+    """argparse type: an integer JPEG quality in 1..100."""
+    value = int(text)
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"JPEG quality must be in 1..100, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--ckpt", required=True, help="checkpoint written by python -m taid_car.run")
+    common.add_argument("--input", required=True,
+                        help=f"an image file or a folder of them ({' '.join(IMAGE_EXTENSIONS)})")
+    common.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    common.add_argument("--on-error", choices=("skip", "fail"), default="skip",
+                        help="a bad input file is skipped (default) or stops the command")
+    common.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    common.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+    parser = argparse.ArgumentParser(
+        prog="python -m taid_car.rescale",
+        description="Downscale, upscale or round-trip images with a trained taid_car checkpoint.",
+        epilog="See the module docstring (python -c 'import taid_car.rescale as m; help(m)').",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    down = commands.add_parser("downscale", parents=[common], help="HR images -> 8-bit PNG LR files")
+    down.add_argument("--output", required=True, help="folder for <stem>.png LR files")
+    up = commands.add_parser("upscale", parents=[common], help="LR images -> SR PNG files")
+    up.add_argument("--output", required=True, help="folder for <stem>.png SR files")
+    trip = commands.add_parser("roundtrip", parents=[common],
+                               help="HR -> LR (-> JPEG) -> SR, scored against HR and bicubic")
+    trip.add_argument("--output", help="folder for roundtrip.csv and roundtrip.md")
+    trip.add_argument("--jpeg-quality", type=jpeg_quality, default=None,
+                      help="JPEG-compress each LR at this quality (1..100) before upscaling")
+    return parser
+
+
+COMMANDS = {"downscale": run_downscale, "upscale": run_upscale, "roundtrip": run_roundtrip}
+
+
+def configure_logging() -> None:
+    """INFO messages of this module on stderr (once), as ``rescale: <message>``."""
+    log.setLevel(logging.INFO)
+    if not any(getattr(h, "_taid_car_rescale", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("rescale: %(message)s"))
+        handler._taid_car_rescale = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+        log.propagate = True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (see the module docstring)."""
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    try:
+        pair = load_pair(args.ckpt, resolve_device(args.device))
+        return COMMANDS[args.command](args, pair)
+    except UsageError as err:
+        log.error("error: %s", err)
+        return 2
+    except FileFailure as err:
+        log.error("error: %s", err)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
