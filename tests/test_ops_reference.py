@@ -69,10 +69,14 @@ def make_inputs(B, C, H, W, s, k=None, dtype=torch.float64, saturate=False, seed
 
 def grads_of(fn, inputs, grad_out=None, need_hr=True):
     """Output and gradients of all four inputs (hr grad None unless ``need_hr``)."""
-    xs = [t.detach().clone().requires_grad_(need_hr if n == 0 else True) for n, t in enumerate(inputs)]
+    xs = [
+        t.detach().clone().requires_grad_(need_hr if n == 0 else True) for n, t in enumerate(inputs)
+    ]
     out = fn(*xs)
     if grad_out is None:
-        grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+        grad_out = torch.randn(
+            out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype
+        )
     out.backward(grad_out.to(out.dtype))
     return out.detach(), [x.grad for x in xs], grad_out
 
@@ -80,7 +84,9 @@ def grads_of(fn, inputs, grad_out=None, need_hr=True):
 def assert_all_close(got, want, atol, rtol=0.0, what=""):
     out_g, grads_g = got
     out_w, grads_w = want
-    torch.testing.assert_close(out_g, out_w.to(out_g.dtype), atol=atol, rtol=rtol, msg=f"{what} forward")
+    torch.testing.assert_close(
+        out_g, out_w.to(out_g.dtype), atol=atol, rtol=rtol, msg=f"{what} forward"
+    )
     for name, a, b in zip(("hr", "kernels", "offsets_h", "offsets_v"), grads_g, grads_w):
         if a is None and b is None:
             continue
@@ -100,8 +106,11 @@ def test_reference_center_tap_is_bilinear_downsampling(s):
     kernels = torch.zeros_like(kernels)
     kernels[:, (k // 2) * k + k // 2] = 1
     want = F.interpolate(hr, scale_factor=1 / s, mode="bilinear", align_corners=False)
-    for fn in (ref_resample, lambda *a: adaptive_resample(*a, backend="torch"),
-               lambda *a: adaptive_resample(*a, backend="cpu")):
+    for fn in (
+        ref_resample,
+        lambda *a: adaptive_resample(*a, backend="torch"),
+        lambda *a: adaptive_resample(*a, backend="cpu"),
+    ):
         torch.testing.assert_close(fn(hr, kernels, oh * 0, ov * 0, s), want, atol=1e-12, rtol=0)
 
 

@@ -134,24 +134,48 @@ def test_backend_device_mismatch_errors():
 
 
 BAD = [
-    ("kernels-not-square", lambda hr, k, oh, ov: (hr, k[:, :48], oh[:, :48], ov[:, :48], 2),
-     r"kernels channel count must be a square.*\(2, 48, 10, 18\)"),
-    ("lr-size", lambda hr, k, oh, ov: (hr[..., :34], k, oh, ov, 2),
-     r"spatial size \(10, 18\) must be hr size \(20,34\) // scale 2 = \(10, 17\)"),
+    (
+        "kernels-not-square",
+        lambda hr, k, oh, ov: (hr, k[:, :48], oh[:, :48], ov[:, :48], 2),
+        r"kernels channel count must be a square.*\(2, 48, 10, 18\)",
+    ),
+    (
+        "lr-size",
+        lambda hr, k, oh, ov: (hr[..., :34], k, oh, ov, 2),
+        r"spatial size \(10, 18\) must be hr size \(20,34\) // scale 2 = \(10, 17\)",
+    ),
     ("wrong-scale", lambda hr, k, oh, ov: (hr, k, oh, ov, 4), r"// scale 4"),
-    ("batch", lambda hr, k, oh, ov: (hr[:1], k, oh, ov, 2),
-     r"batch mismatch: hr shape \(1, 3, 20, 36\) vs kernels shape \(2, 49, 10, 18\)"),
-    ("offsets-shape", lambda hr, k, oh, ov: (hr, k, oh[:, :, :5], ov, 2),
-     r"offsets_h shape \(2, 49, 5, 18\) must equal kernels shape \(2, 49, 10, 18\)"),
-    ("int-hr", lambda hr, k, oh, ov: ((hr * 255).to(torch.uint8), k, oh, ov, 2),
-     r"hr must have a floating dtype, got torch.uint8"),
-    ("int-offsets", lambda hr, k, oh, ov: (hr, k, oh, ov.long(), 2),
-     r"offsets_v must have a floating dtype"),
-    ("ndim", lambda hr, k, oh, ov: (hr[0], k, oh, ov, 2),
-     r"hr must be 4-D \(B,C,H,W\), got shape \(3, 20, 36\)"),
+    (
+        "batch",
+        lambda hr, k, oh, ov: (hr[:1], k, oh, ov, 2),
+        r"batch mismatch: hr shape \(1, 3, 20, 36\) vs kernels shape \(2, 49, 10, 18\)",
+    ),
+    (
+        "offsets-shape",
+        lambda hr, k, oh, ov: (hr, k, oh[:, :, :5], ov, 2),
+        r"offsets_h shape \(2, 49, 5, 18\) must equal kernels shape \(2, 49, 10, 18\)",
+    ),
+    (
+        "int-hr",
+        lambda hr, k, oh, ov: ((hr * 255).to(torch.uint8), k, oh, ov, 2),
+        r"hr must have a floating dtype, got torch.uint8",
+    ),
+    (
+        "int-offsets",
+        lambda hr, k, oh, ov: (hr, k, oh, ov.long(), 2),
+        r"offsets_v must have a floating dtype",
+    ),
+    (
+        "ndim",
+        lambda hr, k, oh, ov: (hr[0], k, oh, ov, 2),
+        r"hr must be 4-D \(B,C,H,W\), got shape \(3, 20, 36\)",
+    ),
     ("ndim-kernels", lambda hr, k, oh, ov: (hr, k[0], oh, ov, 2), r"kernels must be 4-D"),
-    ("devices", lambda hr, k, oh, ov: (hr, k.to("meta"), oh, ov, 2),
-     r"one device.*'hr': device\(type='cpu'\).*'kernels': device\(type='meta'\)"),
+    (
+        "devices",
+        lambda hr, k, oh, ov: (hr, k.to("meta"), oh, ov, 2),
+        r"one device.*'hr': device\(type='cpu'\).*'kernels': device\(type='meta'\)",
+    ),
     ("scale-type", lambda hr, k, oh, ov: (hr, k, oh, ov, 2.0), r"scale must be a positive int"),
     ("not-tensor", lambda hr, k, oh, ov: (hr.numpy(), k, oh, ov, 2), r"hr must be a torch.Tensor"),
 ]

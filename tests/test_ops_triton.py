@@ -21,10 +21,10 @@ needs_interpreter = pytest.mark.skipif(not INTERPRETED, reason="needs TRITON_INT
 
 # Small shapes: the interpreter runs one program per 128 LR pixels, all taps at once.
 CASES = [
-    (2, 3, 20, 36, 2, None, True),   # x2, odd LR width (18), saturated offsets
-    (2, 1, 40, 24, 4, None, True),   # x4, k = 13, one channel
+    (2, 3, 20, 36, 2, None, True),  # x2, odd LR width (18), saturated offsets
+    (2, 1, 40, 24, 4, None, True),  # x4, k = 13, one channel
     (1, 5, 21, 15, 3, None, False),  # x3, five channels: two channel blocks of 4
-    (1, 2, 18, 20, 2, 17, True),     # k² = 289 > 256: two tap blocks
+    (1, 2, 18, 20, 2, 17, True),  # k² = 289 > 256: two tap blocks
 ]
 IDS = ["x2-20x36", "x4-40x24-c1", "x3-21x15-c5", "x2-k17"]
 
@@ -45,7 +45,9 @@ def test_triton_interpreted_float32_without_hr_grad():
     out, grads, g = grads_of(lambda *a: ref_resample(*a, 2), inputs, need_hr=False)
     got = grads_of(
         lambda *a: adaptive_resample(*a, 2, backend="triton"),
-        [t.float() for t in inputs], g.float(), need_hr=False,
+        [t.float() for t in inputs],
+        g.float(),
+        need_hr=False,
     )
     assert got[0].dtype == torch.float32 and got[1][0] is None
     assert_all_close(got[:2], (out, grads), atol=2e-5, rtol=1e-5, what="triton fp32")
@@ -72,14 +74,14 @@ def test_triton_gpu_matches_reference(case, dtype):
     inputs = make_inputs(B, C, H, W, s, saturate=True)
     out, grads, g = grads_of(lambda *a: ref_resample(*a, s), inputs)
     cuda = [t.to("cuda", dtype) for t in inputs]
-    got_out, got_grads, _ = grads_of(
-        lambda *a: adaptive_resample(*a, s), cuda, g.to("cuda", dtype)
-    )
+    got_out, got_grads, _ = grads_of(lambda *a: adaptive_resample(*a, s), cuda, g.to("cuda", dtype))
     assert got_out.dtype == dtype and all(x.dtype == dtype for x in got_grads)
     tol = TOL[dtype]
     scale = [1.0] + [float(x.abs().max()) for x in grads]
     torch.testing.assert_close(got_out.double().cpu(), out, atol=tol, rtol=tol)
-    for name, a, b, m in zip(("hr", "kernels", "offsets_h", "offsets_v"), got_grads, grads, scale[1:]):
+    for name, a, b, m in zip(
+        ("hr", "kernels", "offsets_h", "offsets_v"), got_grads, grads, scale[1:]
+    ):
         torch.testing.assert_close(a.double().cpu(), b, atol=tol * m, rtol=tol, msg=name)
 
 

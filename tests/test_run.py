@@ -93,31 +93,6 @@ def test_seed_zero_is_applied_and_null_is_not(tmp_path):
     assert apply_seed(compose_run(["seed=null"], tmp_path)) is None
 
 
-class _StartStep(L.Callback):
-    def on_train_start(self, trainer, pl_module):
-        self.start_step = trainer.global_step
-
-
-def test_resume_continues_the_step_count(tmp_path):
-    overrides = ["model=taid", "scale=2", "logger=csv", "trainer.max_steps=4",
-                 "trainer.val_check_interval=2", "test=false", "trainer.enable_progress_bar=false"]
-    first = train(compose_run(overrides, tmp_path / "a"))
-    assert first["trainer"].global_step == 4
-    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
-    assert last.is_file()
-    checkpoint = torch.load(last, weights_only=False)
-    assert checkpoint["global_step"] == 4 and checkpoint["taid_car_config"]["model"]["name"] == "taid"
-
-    cfg = compose_run([*overrides[:-4], "trainer.max_steps=6", "trainer.val_check_interval=2",
-                       "test=false", "trainer.enable_progress_bar=false", f"ckpt_path={last}"], tmp_path / "b")
-    with open_dict(cfg):
-        cfg.callbacks.start = {"_target_": f"{__name__}._StartStep"}
-    second = train(cfg)
-    starts = [c for c in second["trainer"].callbacks if isinstance(c, _StartStep)]
-    assert starts[0].start_step == 4
-    assert second["trainer"].global_step == 6
-
-
 @pytest.mark.parametrize(
     "model,scale,shape",
     [("car", 4, (40, 56)), ("car", 2, (24, 40)), ("taid", 3, (21, 33)), ("bicubic", 3, (27, 15))],

@@ -243,7 +243,9 @@ def min_size_check(min_side: int, what: str) -> Callable[[Path], None]:
     return check
 
 
-def preflight(files: Sequence[Path], check: Callable[[Path], None], on_error: str, outcome: Outcome) -> list[Path]:
+def preflight(
+    files: Sequence[Path], check: Callable[[Path], None], on_error: str, outcome: Outcome
+) -> list[Path]:
     """Headers only, before anything is written: drops (skip) or raises on (fail) unreadable or
     too small files; returns the files that passed."""
     good = []
@@ -261,7 +263,7 @@ def record_failure(path: Path, err: Exception, on_error: str, outcome: Outcome) 
     """Log a bad file by name; raise :class:`FileFailure` under ``--on-error fail``."""
     reason = str(err)
     prefix = f"{path}: "
-    reason = reason[len(prefix):] if reason.startswith(prefix) else reason
+    reason = reason.removeprefix(prefix)
     if on_error == "fail":
         raise FileFailure(f"{path}: {reason} (--on-error fail: stopping)") from err
     log.warning("skipping %s: %s", path, reason)
@@ -282,7 +284,16 @@ def process_files(
             try:
                 work(path)
             except (ValueError, RuntimeError) as err:  # ImageError, model shape errors, OOM
-                record_failure(path, err, on_error, outcome)
+                try:
+                    record_failure(path, err, on_error, outcome)
+                except FileFailure:
+                    if outcome.done:
+                        log.warning(
+                            "stopping after %d completed file(s): %s",
+                            len(outcome.done),
+                            ", ".join(p.name for p in outcome.done),
+                        )
+                    raise
             else:
                 outcome.done.append(path)
     return outcome
@@ -312,7 +323,13 @@ def load_hr(path: Path, pair: Pair, min_side: int, what: str) -> tuple[torch.Ten
         log.info(
             "%s: cropped %dx%d -> %dx%d (HxW, bottom/right) to a multiple of %d "
             "(lcm of scale %d and the downscaler's size multiple %d)",
-            path.name, h, w, *hr.shape[-2:], pair.crop, pair.scale, pair.multiple,
+            path.name,
+            h,
+            w,
+            *hr.shape[-2:],
+            pair.crop,
+            pair.scale,
+            pair.multiple,
         )
     return hr.unsqueeze(0), image.is_gray
 
@@ -413,16 +430,32 @@ def roundtrip_columns(pair: Pair, jpeg_quality: int | None) -> list[tuple[str, s
 def mean_row(rows: Sequence[dict]) -> dict:
     """The per-set line: every numeric score averaged over images (PSNR averaged in dB)."""
     keys = [k for k, v in rows[0].items() if isinstance(v, float)]
-    return {"image": "mean", "size": f"{len(rows)} images", **{k: sum(r[k] for r in rows) / len(rows) for k in keys}}
+    return {
+        "image": "mean",
+        "size": f"{len(rows)} images",
+        **{k: sum(r[k] for r in rows) / len(rows) for k in keys},
+    }
+
+
+def jpeg_summary(mean: dict, quality: int, method: str) -> str:
+    """One sentence: what JPEG at ``quality`` costs the pair and Bicubic & Bicubic (mean PSNR-Y)."""
+    ours = mean["psnr_y"] - mean["jpeg_psnr_y"]
+    ref = mean["bicubic_psnr_y"] - mean["bicubic_jpeg_psnr_y"]
+    return (
+        f"JPEG quality {quality} on the LR costs {method} {ours:.2f} dB PSNR-Y "
+        f"({mean['psnr_y']:.2f} -> {mean['jpeg_psnr_y']:.2f}, LR {mean['jpeg_bpp']:.2f} bpp) and "
+        f"Bicubic & Bicubic {ref:.2f} dB ({mean['bicubic_psnr_y']:.2f} -> "
+        f"{mean['bicubic_jpeg_psnr_y']:.2f}, LR {mean['bicubic_jpeg_bpp']:.2f} bpp)"
+    )
 
 
 def format_rows(rows: Sequence[dict], columns) -> list[list[str]]:
     return [[fmt.format(row[key]) for key, _, fmt in columns] for row in rows]
 
 
-def print_table(rows: Sequence[dict], columns, title: str) -> None:
+def print_table(rows: Sequence[dict], columns, title: str, caption: str | None) -> None:
     """Rich table on stdout; logs and pipes get a wide console so no column is cut."""
-    table = Table(title=title)
+    table = Table(title=title, caption=caption)
     for i, (_, name, _) in enumerate(columns):
         table.add_column(name, justify="left" if i < 2 else "right")
     formatted = format_rows(rows, columns)
@@ -432,13 +465,17 @@ def print_table(rows: Sequence[dict], columns, title: str) -> None:
     (console if console.is_terminal else Console(width=250)).print(table)
 
 
-def write_tables(rows: Sequence[dict], columns, title: str, out_dir: Path, overwrite: bool) -> list[Path]:
+def write_tables(
+    rows: Sequence[dict], columns, title: str, caption: str | None, out_dir: Path, overwrite: bool
+) -> list[Path]:
     """``roundtrip.csv`` (full precision) and ``roundtrip.md`` (rounded) in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = (out_dir / name for name in RESULT_FILES)
     mode = "w" if overwrite else "x"
     with csv_path.open(mode, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[key for key, _, _ in columns], extrasaction="ignore")
+        writer = csv.DictWriter(
+            handle, fieldnames=[key for key, _, _ in columns], extrasaction="ignore"
+        )
         writer.writeheader()
         writer.writerows(rows)
     header = "| " + " | ".join(name for _, name, _ in columns) + " |"
@@ -446,6 +483,8 @@ def write_tables(rows: Sequence[dict], columns, title: str, out_dir: Path, overw
     body = ["| " + " | ".join(cells) + " |" for cells in format_rows(rows, columns)]
     with md_path.open(mode) as handle:
         handle.write("\n".join([f"**{title}**", "", header, rule, *body]) + "\n")
+        if caption:
+            handle.write(f"\n{caption}.\n")
     return [csv_path, md_path]
 
 
@@ -475,9 +514,12 @@ def run_roundtrip(args: argparse.Namespace, pair: Pair) -> int:
     columns = roundtrip_columns(pair, args.jpeg_quality)
     jpeg = f", LR JPEG quality {args.jpeg_quality}" if args.jpeg_quality is not None else ""
     title = f"{pair.method} x{pair.scale} round trip (Y channel, border {pair.scale}{jpeg})"
-    print_table(rows, columns, title)
+    caption = None
+    if args.jpeg_quality is not None:
+        caption = jpeg_summary(rows[-1], args.jpeg_quality, pair.method)
+    print_table(rows, columns, title, caption)
     if out_dir is not None:
-        for path in write_tables(rows, columns, title, out_dir, args.overwrite):
+        for path in write_tables(rows, columns, title, caption, out_dir, args.overwrite):
             log.info("wrote %s", path)
     return status
 
@@ -495,14 +537,27 @@ def jpeg_quality(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--ckpt", required=True, help="checkpoint written by python -m taid_car.run")
-    common.add_argument("--input", required=True,
-                        help=f"an image file or a folder of them ({' '.join(IMAGE_EXTENSIONS)})")
+    common.add_argument(
+        "--ckpt", required=True, help="checkpoint written by python -m taid_car.run"
+    )
+    common.add_argument(
+        "--input",
+        required=True,
+        help=f"an image file or a folder of them ({' '.join(IMAGE_EXTENSIONS)})",
+    )
     common.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    common.add_argument("--on-error", choices=("skip", "fail"), default="skip",
-                        help="a bad input file is skipped (default) or stops the command")
-    common.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
-    common.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    common.add_argument(
+        "--on-error",
+        choices=("skip", "fail"),
+        default="skip",
+        help="a bad input file is skipped (default) or stops the command",
+    )
+    common.add_argument(
+        "--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ..."
+    )
+    common.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bars"
+    )
 
     parser = argparse.ArgumentParser(
         prog="python -m taid_car.rescale",
@@ -510,15 +565,24 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="See the module docstring (python -c 'import taid_car.rescale as m; help(m)').",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    down = commands.add_parser("downscale", parents=[common], help="HR images -> 8-bit PNG LR files")
+    down = commands.add_parser(
+        "downscale", parents=[common], help="HR images -> 8-bit PNG LR files"
+    )
     down.add_argument("--output", required=True, help="folder for <stem>.png LR files")
     up = commands.add_parser("upscale", parents=[common], help="LR images -> SR PNG files")
     up.add_argument("--output", required=True, help="folder for <stem>.png SR files")
-    trip = commands.add_parser("roundtrip", parents=[common],
-                               help="HR -> LR (-> JPEG) -> SR, scored against HR and bicubic")
+    trip = commands.add_parser(
+        "roundtrip",
+        parents=[common],
+        help="HR -> LR (-> JPEG) -> SR, scored against HR and bicubic",
+    )
     trip.add_argument("--output", help="folder for roundtrip.csv and roundtrip.md")
-    trip.add_argument("--jpeg-quality", type=jpeg_quality, default=None,
-                      help="JPEG-compress each LR at this quality (1..100) before upscaling")
+    trip.add_argument(
+        "--jpeg-quality",
+        type=jpeg_quality,
+        default=None,
+        help="JPEG-compress each LR at this quality (1..100) before upscaling",
+    )
     return parser
 
 
@@ -533,7 +597,6 @@ def configure_logging() -> None:
         handler.setFormatter(logging.Formatter("rescale: %(message)s"))
         handler._taid_car_rescale = True  # type: ignore[attr-defined]
         log.addHandler(handler)
-        log.propagate = True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

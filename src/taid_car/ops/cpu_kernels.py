@@ -1,20 +1,32 @@
 """CPU kernels of the CAR resampler (numba, multi-threaded, float32 and float64).
 
 Compiled on first use (a few seconds per dtype) and cached on disk (``cache=True``, next to
-this file or under ``$NUMBA_CACHE_DIR``). No B×C×k²×h×w intermediate is ever built:
+this file or under ``$NUMBA_CACHE_DIR``). No B×C×k²×h×w intermediate is ever built.
 
-* forward: parallel over LR rows (b, i); for each tap the geometry (position, bilinear weights,
-  clamped corners) of the whole row is computed once in a vectorisable pass and then applied
-  to all C channels in a gather pass.
-* backward: one fused pass, parallel over work items (b, band of LR rows). Kernel and offset
-  gradients are written per (b, t, i, j): race-free. The image gradient is scattered into a
-  zero-initialised padded buffer; items of different images write different planes, so with
-  B ≥ threads there is one buffer and no race. With fewer images than threads each image is
-  cut into ``bands`` row bands, each band with its own padded buffer (bands×B×C×Hp×Wp),
-  summed afterwards. The caller then folds the reflection padding back (adjoint of the pad).
+Layout: the HR image is reflection-padded by the kernels themselves into a *channels-last*
+copy (B, Hp, Wp, C), so the C values of one bilinear corner, and of its right-hand neighbour,
+are contiguous: one (pixel, tap) touches two short contiguous runs of 2·C values instead of
+4·C values scattered over C planes.
+
+* forward: parallel over LR rows (b, i). For each tap a branch-free, SIMD-vectorisable pass
+  over the row computes the geometry (corner offset, clamped steps, four K-weighted bilinear
+  weights) once; a second pass gathers the corners for all C channels (C = 3 unrolled).
+* backward: one fused pass, parallel over work items (b, band of LR rows), the same two-pass
+  structure per (row, tap). The corner values are first reduced over channels with the output
+  gradient, u_corner = Σ_c g_c·x_c(corner), after which the kernel and both offset gradients
+  need four scalars (race-free stores per (b, t, i, j)); the image gradient K·w_corner·g_c is
+  scattered in the same pass into a zero-initialised channels-last padded buffer. Items of
+  different images write different planes, so with B ≥ threads there is one buffer and no
+  race; with fewer images than threads each image is cut into ``bands`` row bands, each with
+  its own buffer (bands×B×Hp×Wp×C). A last parallel pass sums the bands and folds the
+  reflection padding back onto (B, C, H, W) (adjoint of the pad).
 
 Arithmetic follows the authors' CUDA kernel in the input precision (``fastmath=False``):
 ``px = ((cx[j] + tx) + s·Δh) − 0.5`` with ``cx[j] = (j + 0.5)/w·W`` precomputed on the host.
+Only the order of the channel sums in the backward differs from a per-channel loop.
+
+Threads: numba's OpenMP pool is a different libgomp from torch's. Tiny problems (gradcheck,
+tests) run single-threaded (``_SERIAL_WORK``) to skip the parallel region's wake-up cost.
 """
 
 from __future__ import annotations
@@ -26,146 +38,249 @@ import numpy as np
 import torch
 from numba import njit, prange
 
+# Below this many (pixel × tap × channel) products a call runs on one thread.
+_SERIAL_WORK = 1 << 16
+
 
 @njit(inline="always")
-def _corner(f, n):
-    """Clamp a floored coordinate ``f`` (float) to [0, n-1] → int; NaN maps to 0."""
-    if not f >= 0:
-        return 0
-    if f > n - 1:
-        return n - 1
-    return int(f)
+def _refl(v, n):
+    """Reflect index v in [-(n-1), 2(n-1)] into [0, n-1] (torch 'reflect' padding)."""
+    if v < 0:
+        v = -v
+    if v >= n:
+        v = 2 * (n - 1) - v
+    return v
+
+
+@njit(parallel=True, cache=True, boundscheck=False)
+def _pad_cl(x, p, xp):  # pragma: no cover - compiled
+    """x (B,C,H,W) → xp (B,H+2p,W+2p,C), reflection padding, channels last."""
+    B, C, H, W = x.shape
+    Hp, Wp = xp.shape[1], xp.shape[2]
+    for r in prange(B * Hp):
+        b = r // Hp
+        y = r - b * Hp
+        sy = _refl(y - p, H)
+        for xx in range(Wp):
+            sx = _refl(xx - p, W)
+            for c in range(C):
+                xp[b, y, xx, c] = x[b, c, sy, sx]
+
+
+@njit(parallel=True, cache=True, boundscheck=False)
+def _fold_cl(gbuf, p, gx):  # pragma: no cover - compiled
+    """gbuf (bands,B,Hp,Wp,C) → gx (B,C,H,W) zero-initialised: sum of bands, adjoint of the pad."""
+    bands, B, Hp, Wp, C = gbuf.shape
+    H, W = gx.shape[2], gx.shape[3]
+    for b in prange(B):
+        for q in range(bands):
+            for y in range(Hp):
+                sy = _refl(y - p, H)
+                for xx in range(Wp):
+                    sx = _refl(xx - p, W)
+                    for c in range(C):
+                        gx[b, c, sy, sx] += gbuf[q, b, y, xx, c]
+
+
+@njit(inline="always")
+def _row_geometry(cxr, fty, ftx, sf, half, ohr, ovr, wmax, hmax, Wp, C, idx, dxa, dya, ala, bea):
+    """Vectorisable pass over one LR row for one tap: corner offset into the channels-last
+    plane (idx), clamped steps to the right/bottom corner (dxa/dya, 0 at the border) and the
+    unclamped fractions α, β (taken before clamping, as the authors do)."""
+    zero = half - half
+    cw = np.int32(C)
+    rw = np.int32(Wp * C)
+    for j in range(cxr.shape[0]):
+        px = ((cxr[j] + ftx) + sf * ohr[j]) - half
+        py = (fty + sf * ovr[j]) - half
+        fx = np.floor(px)
+        fy = np.floor(py)
+        ala[j] = px - fx
+        bea[j] = py - fy
+        fx = max(fx, zero)  # NaN → 0
+        fy = max(fy, zero)
+        inx = fx < wmax
+        iny = fy < hmax
+        fx = fx if inx else wmax
+        fy = fy if iny else hmax
+        idx[j] = (np.int32(fy) * np.int32(Wp) + np.int32(fx)) * cw
+        dxa[j] = cw if inx else np.int32(0)
+        dya[j] = rw if iny else np.int32(0)
 
 
 @njit(parallel=True, cache=True, fastmath=False, boundscheck=False, error_model="numpy")
 def _forward(xp, ker, oh, ov, cx, cy, taps, sf, half, wmax, hmax, out):  # pragma: no cover
-    """xp (B,C,Hp,Wp); ker/oh/ov (B,k²,h,w); cx (w,); cy (h,); taps (k,) = 0..k-1;
-    wmax, hmax = Wp-1, Hp-1 as floats → out (B,C,h,w).
-
-    Per (row, tap): a branch-free, SIMD-vectorisable pass over the row computes corner index
-    and the four K-weighted bilinear weights; a second pass gathers them for every channel.
-    """
-    B, C, Wp = xp.shape[0], xp.shape[1], xp.shape[3]
+    """xp (B,Hp,Wp,C) channels last; ker/oh/ov (B,k²,h,w); cx (w,); cy (h,); taps (k,) =
+    0..k-1; wmax, hmax = Wp-1, Hp-1 as floats → out (B,C,h,w)."""
+    B, Hp, Wp, C = xp.shape
     kk, h, w = ker.shape[1], ker.shape[2], ker.shape[3]
     k = taps.shape[0]
     one = half + half
-    zero = half - half
-    wp32 = np.int32(Wp)
     for r in prange(B * h):
         b = r // h
         i = r - b * h
-        acc = np.zeros((C, w), dtype=out.dtype)
+        xb = xp[b].reshape(Hp * Wp * C)
+        acc = np.zeros(w * C, dtype=out.dtype)
         idx = np.empty(w, dtype=np.int32)
         dxa = np.empty(w, dtype=np.int32)
         dya = np.empty(w, dtype=np.int32)
-        w00 = np.empty(w, dtype=out.dtype)
-        w01 = np.empty(w, dtype=out.dtype)
-        w10 = np.empty(w, dtype=out.dtype)
-        w11 = np.empty(w, dtype=out.dtype)
+        ala = np.empty(w, dtype=out.dtype)
+        bea = np.empty(w, dtype=out.dtype)
         for t in range(kk):
             ty = t // k
-            fty = cy[i] + taps[ty]
-            ftx = taps[t - ty * k]
             kr = ker[b, t, i]
-            ohr = oh[b, t, i]
-            ovr = ov[b, t, i]
-            for j in range(w):
-                px = ((cx[j] + ftx) + sf * ohr[j]) - half
-                py = (fty + sf * ovr[j]) - half
-                fx = np.floor(px)
-                fy = np.floor(py)
-                al = px - fx
-                be = py - fy
-                fx = max(fx, zero)  # NaN → 0
-                fy = max(fy, zero)
-                inx = fx < wmax
-                iny = fy < hmax
-                fx = fx if inx else wmax
-                fy = fy if iny else hmax
-                idx[j] = np.int32(fy) * wp32 + np.int32(fx)
-                dxa[j] = np.int32(1) if inx else np.int32(0)
-                dya[j] = wp32 if iny else np.int32(0)
-                kv = kr[j]
-                w00[j] = (one - al) * (one - be) * kv
-                w01[j] = al * (one - be) * kv
-                w10[j] = (one - al) * be * kv
-                w11[j] = al * be * kv
-            for c in range(C):
-                pl = xp[b, c].ravel()
+            _row_geometry(
+                cx, cy[i] + taps[ty], taps[t - ty * k], sf, half, oh[b, t, i], ov[b, t, i],
+                wmax, hmax, Wp, C, idx, dxa, dya, ala, bea,
+            )
+            if C == 3:
                 for j in range(w):
-                    o = idx[j]
-                    dx = dxa[j]
-                    dy = dya[j]
-                    acc[c, j] += (
-                        w00[j] * pl[o]
-                        + w01[j] * pl[o + dx]
-                        + w10[j] * pl[o + dy]
-                        + w11[j] * pl[o + dy + dx]
+                    al = ala[j]
+                    be = bea[j]
+                    kv = kr[j]
+                    w00 = (one - al) * (one - be) * kv
+                    w01 = al * (one - be) * kv
+                    w10 = (one - al) * be * kv
+                    w11 = al * be * kv
+                    o0 = idx[j]
+                    o1 = o0 + dxa[j]
+                    o2 = o0 + dya[j]
+                    o3 = o2 + dxa[j]
+                    a = 3 * j
+                    acc[a] += w00 * xb[o0] + w01 * xb[o1] + w10 * xb[o2] + w11 * xb[o3]
+                    acc[a + 1] += (
+                        w00 * xb[o0 + 1] + w01 * xb[o1 + 1] + w10 * xb[o2 + 1] + w11 * xb[o3 + 1]
                     )
+                    acc[a + 2] += (
+                        w00 * xb[o0 + 2] + w01 * xb[o1 + 2] + w10 * xb[o2 + 2] + w11 * xb[o3 + 2]
+                    )
+            else:
+                for j in range(w):
+                    al = ala[j]
+                    be = bea[j]
+                    kv = kr[j]
+                    w00 = (one - al) * (one - be) * kv
+                    w01 = al * (one - be) * kv
+                    w10 = (one - al) * be * kv
+                    w11 = al * be * kv
+                    o0 = idx[j]
+                    o1 = o0 + dxa[j]
+                    o2 = o0 + dya[j]
+                    o3 = o2 + dxa[j]
+                    a = C * j
+                    for c in range(C):
+                        acc[a + c] += (
+                            w00 * xb[o0 + c] + w01 * xb[o1 + c] + w10 * xb[o2 + c] + w11 * xb[o3 + c]
+                        )
         for c in range(C):
             for j in range(w):
-                out[b, c, i, j] = acc[c, j]
+                out[b, c, i, j] = acc[j * C + c]
 
 
-@njit(parallel=True, cache=True, fastmath=False, boundscheck=False)
+@njit(parallel=True, cache=True, fastmath=False, boundscheck=False, error_model="numpy")
 def _backward(
-    xp, ker, oh, ov, cx, cy, taps, sf, half, gout, need_x, gbuf, gker, goh, gov
+    xp, ker, oh, ov, cx, cy, taps, sf, half, wmax, hmax, gout, need_x, gbuf, gker, goh, gov
 ):  # pragma: no cover - compiled
-    """Fused backward. gout (B,C,h,w) → gker/goh/gov (B,k²,h,w) and, if ``need_x``,
-    gbuf (bands,B,C,Hp,Wp) += scattered image gradient (band q holds rows of band q)."""
-    B, C, Hp, Wp = xp.shape
+    """Fused backward. xp (B,Hp,Wp,C); gout (B,C,h,w) → gker/goh/gov (B,k²,h,w) and, if
+    ``need_x``, gbuf (bands,B,Hp,Wp,C) += scattered image gradient (band q: rows of band q)."""
+    B, Hp, Wp, C = xp.shape
     kk, h, w = ker.shape[1], ker.shape[2], ker.shape[3]
     k = taps.shape[0]
     bands = gbuf.shape[0] if need_x else 1
     one = half + half
-    zero = half - half
     for q in prange(B * bands):
         b = q // bands
         band = q - b * bands
         i0 = (band * h) // bands
         i1 = ((band + 1) * h) // bands
+        xb = xp[b].reshape(Hp * Wp * C)
+        gb = gbuf[band if need_x else 0, b if need_x else 0].reshape(-1)
+        gl = np.empty(w * C, dtype=xp.dtype)
+        idx = np.empty(w, dtype=np.int32)
+        dxa = np.empty(w, dtype=np.int32)
+        dya = np.empty(w, dtype=np.int32)
+        ala = np.empty(w, dtype=xp.dtype)
+        bea = np.empty(w, dtype=xp.dtype)
         for i in range(i0, i1):
+            for c in range(C):
+                for j in range(w):
+                    gl[j * C + c] = gout[b, c, i, j]
             for t in range(kk):
                 ty = t // k
-                tx = t - ty * k
-                fty = cy[i] + taps[ty]
+                kr = ker[b, t, i]
+                gkr = gker[b, t, i]
+                ghr = goh[b, t, i]
+                gvr = gov[b, t, i]
+                _row_geometry(
+                    cx, cy[i] + taps[ty], taps[t - ty * k], sf, half, oh[b, t, i], ov[b, t, i],
+                    wmax, hmax, Wp, C, idx, dxa, dya, ala, bea,
+                )
                 for j in range(w):
-                    px = ((cx[j] + taps[tx]) + sf * oh[b, t, i, j]) - half
-                    py = (fty + sf * ov[b, t, i, j]) - half
-                    fx = np.floor(px)
-                    fy = np.floor(py)
-                    al = px - fx
-                    be = py - fy
-                    xl = _corner(fx, Wp)
-                    xr = min(xl + 1, Wp - 1)
-                    yt = _corner(fy, Hp)
-                    yb = min(yt + 1, Hp - 1)
-                    kv = ker[b, t, i, j]
-                    w_tl = (one - al) * (one - be)
-                    w_tr = al * (one - be)
-                    w_bl = (one - al) * be
-                    w_br = al * be
-                    gk = zero
-                    ga = zero
-                    gb = zero
-                    for c in range(C):
-                        g = gout[b, c, i, j]
-                        v_tl = xp[b, c, yt, xl]
-                        v_tr = xp[b, c, yt, xr]
-                        v_bl = xp[b, c, yb, xl]
-                        v_br = xp[b, c, yb, xr]
-                        gk += g * (w_tl * v_tl + w_tr * v_tr + w_bl * v_bl + w_br * v_br)
-                        ga += g * ((one - be) * (v_tr - v_tl) + be * (v_br - v_bl))
-                        gb += g * ((one - al) * (v_bl - v_tl) + al * (v_br - v_tr))
-                        if need_x:
-                            gw = g * kv
-                            gbuf[band, b, c, yt, xl] += gw * w_tl
-                            gbuf[band, b, c, yt, xr] += gw * w_tr
-                            gbuf[band, b, c, yb, xl] += gw * w_bl
-                            gbuf[band, b, c, yb, xr] += gw * w_br
-                    gker[b, t, i, j] = gk
-                    goh[b, t, i, j] = sf * kv * ga
-                    gov[b, t, i, j] = sf * kv * gb
+                    al = ala[j]
+                    be = bea[j]
+                    kv = kr[j]
+                    o0 = idx[j]
+                    o1 = o0 + dxa[j]
+                    o2 = o0 + dya[j]
+                    o3 = o2 + dxa[j]
+                    a = C * j
+                    g0 = gl[a]
+                    g1 = g0
+                    g2 = g0
+                    if C == 3:
+                        g0 = gl[a]
+                        g1 = gl[a + 1]
+                        g2 = gl[a + 2]
+                        u00 = g0 * xb[o0] + g1 * xb[o0 + 1] + g2 * xb[o0 + 2]
+                        u01 = g0 * xb[o1] + g1 * xb[o1 + 1] + g2 * xb[o1 + 2]
+                        u10 = g0 * xb[o2] + g1 * xb[o2 + 1] + g2 * xb[o2 + 2]
+                        u11 = g0 * xb[o3] + g1 * xb[o3 + 1] + g2 * xb[o3 + 2]
+                    else:
+                        u00 = half - half
+                        u01 = u00
+                        u10 = u00
+                        u11 = u00
+                        for c in range(C):
+                            g = gl[a + c]
+                            u00 += g * xb[o0 + c]
+                            u01 += g * xb[o1 + c]
+                            u10 += g * xb[o2 + c]
+                            u11 += g * xb[o3 + c]
+                    oma = one - al
+                    omb = one - be
+                    w00 = oma * omb
+                    w01 = al * omb
+                    w10 = oma * be
+                    w11 = al * be
+                    gkr[j] = w00 * u00 + w01 * u01 + w10 * u10 + w11 * u11
+                    skv = sf * kv
+                    ghr[j] = skv * (omb * (u01 - u00) + be * (u11 - u10))
+                    gvr[j] = skv * (oma * (u10 - u00) + al * (u11 - u01))
+                    if need_x:
+                        k00 = kv * w00
+                        k01 = kv * w01
+                        k10 = kv * w10
+                        k11 = kv * w11
+                        if C == 3:
+                            gb[o0] += k00 * g0
+                            gb[o0 + 1] += k00 * g1
+                            gb[o0 + 2] += k00 * g2
+                            gb[o1] += k01 * g0
+                            gb[o1 + 1] += k01 * g1
+                            gb[o1 + 2] += k01 * g2
+                            gb[o2] += k10 * g0
+                            gb[o2 + 1] += k10 * g1
+                            gb[o2 + 2] += k10 * g2
+                            gb[o3] += k11 * g0
+                            gb[o3 + 1] += k11 * g1
+                            gb[o3 + 2] += k11 * g2
+                        else:
+                            for c in range(C):
+                                g = gl[a + c]
+                                gb[o0 + c] += k00 * g
+                                gb[o1 + c] += k01 * g
+                                gb[o2 + c] += k10 * g
+                                gb[o3 + c] += k11 * g
 
 
 def _scalars(dtype: torch.dtype, k: int, scale: int):
@@ -180,62 +295,79 @@ def _check(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-def forward(xp, kernels, offsets_h, offsets_v, cx, cy, scale: int) -> torch.Tensor:
-    """Padded HR (B,C,Hp,Wp), kernels/offsets (B,k²,h,w), centres cx (w,), cy (h,) → (B,C,h,w)."""
-    B, C = xp.shape[:2]
+class _Threads:
+    """Run one call on a single thread when the problem is tiny (no parallel wake-up)."""
+
+    def __init__(self, work: int) -> None:
+        self.serial = work < _SERIAL_WORK
+        self.prev = 0
+
+    def __enter__(self) -> None:
+        if self.serial:
+            self.prev = numba.get_num_threads()
+            numba.set_num_threads(1)
+
+    def __exit__(self, *exc) -> None:
+        if self.serial:
+            numba.set_num_threads(self.prev)
+
+
+def pad_channels_last(hr: torch.Tensor, p: int) -> torch.Tensor:
+    """hr (B,C,H,W) → reflection-padded channels-last copy (B,H+2p,W+2p,C)."""
+    B, C, H, W = hr.shape
+    xp = torch.empty(B, H + 2 * p, W + 2 * p, C, dtype=hr.dtype)
+    with _Threads(xp.numel()):
+        _pad_cl(_check(hr), p, xp.numpy())
+    return xp
+
+
+def forward(hr, kernels, offsets_h, offsets_v, cx, cy, scale: int) -> torch.Tensor:
+    """HR (B,C,H,W) (unpadded), kernels/offsets (B,k²,h,w), centres cx (w,), cy (h,) →
+    (B,C,h,w). Pads internally (reflection by k//2, channels last)."""
+    B, C = hr.shape[:2]
     kk, h, w = kernels.shape[1:]
     k = math.isqrt(kk)
-    out = torch.empty(B, C, h, w, dtype=xp.dtype)
-    taps, sf, half = _scalars(xp.dtype, k, scale)
-    Hp, Wp = xp.shape[2:]
-    _forward(
-        _check(xp),
-        _check(kernels),
-        _check(offsets_h),
-        _check(offsets_v),
-        _check(cx),
-        _check(cy),
-        taps,
-        sf,
-        half,
-        taps.dtype.type(Wp - 1),
-        taps.dtype.type(Hp - 1),
-        out.numpy(),
-    )
+    xp = pad_channels_last(hr, k // 2)
+    Hp, Wp = xp.shape[1:3]
+    out = torch.empty(B, C, h, w, dtype=hr.dtype)
+    taps, sf, half = _scalars(hr.dtype, k, scale)
+    with _Threads(B * C * kk * h * w):
+        _forward(
+            xp.numpy(), _check(kernels), _check(offsets_h), _check(offsets_v),
+            _check(cx), _check(cy), taps, sf, half,
+            taps.dtype.type(Wp - 1), taps.dtype.type(Hp - 1), out.numpy(),
+        )
     return out
 
 
-def backward(xp, kernels, offsets_h, offsets_v, cx, cy, scale: int, grad_out, need_x: bool):
-    """Gradients (padded-image grad (B,C,Hp,Wp) or None, d kernels, d offsets_h, d offsets_v)."""
-    B, C, Hp, Wp = xp.shape
-    kk, h = kernels.shape[1], kernels.shape[2]
+def backward(hr, kernels, offsets_h, offsets_v, cx, cy, scale: int, grad_out, need_x: bool):
+    """Gradients (d hr (B,C,H,W) or None, d kernels, d offsets_h, d offsets_v)."""
+    B, C, H, W = hr.shape
+    kk, h, w = kernels.shape[1:]
     k = math.isqrt(kk)
-    threads = numba.get_num_threads()
+    p = k // 2
+    xp = pad_channels_last(hr, p)
+    Hp, Wp = xp.shape[1:3]
+    work = B * C * kk * h * w
+    threads = 1 if work < _SERIAL_WORK else numba.get_num_threads()
     bands = 1 if B >= threads else min(h, -(-threads // B))
     if need_x:
-        gbuf = torch.zeros(bands, B, C, Hp, Wp, dtype=xp.dtype)
+        gbuf = torch.zeros(bands, B, Hp, Wp, C, dtype=hr.dtype)
     else:
-        gbuf = torch.zeros(1, 1, 1, 1, 1, dtype=xp.dtype)
-    gk = torch.empty_like(kernels, memory_format=torch.contiguous_format)
+        gbuf = torch.zeros(1, 1, 1, 1, 1, dtype=hr.dtype)
+    gk = torch.empty(kernels.shape, dtype=hr.dtype)
     gh = torch.empty_like(gk)
     gv = torch.empty_like(gk)
-    taps, sf, half = _scalars(xp.dtype, k, scale)
-    _backward(
-        _check(xp),
-        _check(kernels),
-        _check(offsets_h),
-        _check(offsets_v),
-        _check(cx),
-        _check(cy),
-        taps,
-        sf,
-        half,
-        _check(grad_out),
-        bool(need_x),
-        gbuf.numpy(),
-        gk.numpy(),
-        gh.numpy(),
-        gv.numpy(),
-    )
-    gx = (gbuf[0] if bands == 1 else gbuf.sum(0)) if need_x else None
+    taps, sf, half = _scalars(hr.dtype, k, scale)
+    with _Threads(work):
+        _backward(
+            xp.numpy(), _check(kernels), _check(offsets_h), _check(offsets_v),
+            _check(cx), _check(cy), taps, sf, half,
+            taps.dtype.type(Wp - 1), taps.dtype.type(Hp - 1),
+            _check(grad_out), bool(need_x), gbuf.numpy(), gk.numpy(), gh.numpy(), gv.numpy(),
+        )
+        gx = None
+        if need_x:
+            gx = torch.zeros(B, C, H, W, dtype=hr.dtype)
+            _fold_cl(gbuf.numpy(), p, gx.numpy())
     return gx, gk, gh, gv

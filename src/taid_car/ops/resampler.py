@@ -137,7 +137,9 @@ class _AdaptiveResampleFn(torch.autograd.Function):
         acc = torch.float64 if hr.dtype == torch.float64 else torch.float32
         cx = lr_centers(w, W, acc, hr.device)
         cy = lr_centers(h, H, acc, hr.device)
-        out = mod.forward(reflect_pad(hr, p), kernels, offsets_h, offsets_v, cx, cy, scale)
+        # The CPU kernels pad the image themselves (channels last); Triton takes it padded.
+        src = hr if backend == "cpu" else reflect_pad(hr, p)
+        out = mod.forward(src, kernels, offsets_h, offsets_v, cx, cy, scale)
         ctx.save_for_backward(hr, kernels, offsets_h, offsets_v, cx, cy)
         ctx.scale, ctx.backend, ctx.p = scale, backend, p
         return out
@@ -148,8 +150,9 @@ class _AdaptiveResampleFn(torch.autograd.Function):
         hr, kernels, offsets_h, offsets_v, cx, cy = ctx.saved_tensors
         mod = _kernels_module(ctx.backend)
         need_x = ctx.needs_input_grad[0]
+        cpu = ctx.backend == "cpu"
         gxp, gk, gh, gv = mod.backward(
-            reflect_pad(hr, ctx.p),
+            hr if cpu else reflect_pad(hr, ctx.p),
             kernels,
             offsets_h,
             offsets_v,
@@ -159,7 +162,9 @@ class _AdaptiveResampleFn(torch.autograd.Function):
             grad_out.contiguous(),
             need_x,
         )
-        gx = fold_reflect_pad(gxp, hr, ctx.p).to(hr.dtype) if need_x else None
+        gx = None
+        if need_x:  # the CPU kernels return the folded (unpadded) image gradient
+            gx = (gxp if cpu else fold_reflect_pad(gxp, hr, ctx.p)).to(hr.dtype)
         needs = ctx.needs_input_grad
         return (
             gx,

@@ -1,0 +1,586 @@
+"""Compare the runs of a sweep: one table and two plots from the runs' saved results.
+
+    python -m taid_car.compare multirun/2026-01-31_12-00-00
+    python -m taid_car.compare outputs/car_x4/<date> outputs/taid_x4/<date> --output reports/x4
+    python -m taid_car.compare multirun/<date> --metric ssim_y
+
+Reads what ``python -m taid_car.run`` leaves in each run directory (no W&B needed):
+``results.json`` (per-set scores), ``run.json`` (parameter counts, training time, steps) and
+``csv/version_*/metrics.csv`` (training curves, written with ``logger=csv`` or ``logger=wandb``).
+A directory argument may be a Hydra multirun directory (its job sub-directories are the runs),
+a single run directory, or a folder holding either (searched a few levels deep).
+
+Writes into the multirun directory (the common parent of several run directories, or ``--output``):
+
+- ``comparison.md`` / ``comparison.csv``: one row per method x scale x set with PSNR-Y/SSIM-Y,
+  the gain over the Bicubic & Bicubic reference (dB), LR fidelity (PSNR-Y of the learned LR
+  against the bicubic LR), the reference PSNR/SSIM, parameters (downscaler + upscaler),
+  training time and steps; sorted by set, scale, then ``--metric`` descending;
+- ``<metric>_per_set.png``: grouped bars per set and method, one panel per scale, the bicubic
+  reference marked on every bar;
+- ``training_curves.png``: training loss and validation PSNR-Y against the step, one line per run.
+
+Runs without ``results.json`` (failed, interrupted, or run with ``test=false``) are listed as
+failed; runs without ``metrics.csv`` are left out of the curves. Both are said in the report.
+The table is also printed. Exit status: 0 on success, 2 when no run (or no finished run) is found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+#: Metrics ``--metric`` may pick: label, unit, and the bicubic reference key when there is one.
+METRICS = {
+    "psnr_y": ("PSNR-Y", "dB", "bicubic_psnr_y"),
+    "ssim_y": ("SSIM-Y", "", "bicubic_ssim_y"),
+    "psnr_rgb": ("PSNR-RGB", "dB", None),
+    "lr_psnr_y": ("LR PSNR-Y vs bicubic LR", "dB", None),
+}
+
+#: Training curves: (metrics.csv column, accepted aliases, y-axis label).
+CURVES = [
+    ("train/loss", ("train/loss", "train/loss_step"), "training loss (L1 + regularisers)"),
+    ("val/psnr_y", ("val/psnr_y",), "validation PSNR-Y (dB)"),
+]
+
+#: comparison.csv columns (raw numbers; parameters as counts, time in seconds).
+CSV_FIELDS = [
+    "set_name", "scale", "method", "run", "images", "psnr_y", "ssim_y", "gain_psnr_y",
+    "lr_psnr_y", "bicubic_psnr_y", "bicubic_ssim_y", "psnr_rgb", "params_downscaler",
+    "params_upscaler", "params_total", "train_seconds", "steps",
+]
+
+SEARCH_DEPTH = 3
+MISSING = "–"
+
+
+class NoRunsError(ValueError):
+    """The given directories hold no run (or no finished run) to compare."""
+
+
+@dataclass
+class Run:
+    """One run directory: its per-set results (None when it failed) and its run.json summary."""
+
+    path: Path
+    name: str
+    results: list[dict] | None = None
+    summary: dict = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+    problem: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.results is None
+
+    @property
+    def method(self) -> str:
+        if self.summary.get("method"):
+            return str(self.summary["method"])
+        return str(self.results[0]["method"]) if self.results else self.name
+
+    @property
+    def scale(self) -> int | None:
+        if self.summary.get("scale") is not None:
+            return int(self.summary["scale"])
+        return int(self.results[0]["scale"]) if self.results else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding and reading runs
+
+
+def is_run_dir(path: Path) -> bool:
+    """A directory ``taid_car.run`` wrote into (a finished run or a job that failed early)."""
+    return any((path / name).exists() for name in ("results.json", "run.json", ".hydra"))
+
+
+def find_run_dirs(path: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
+    """``path`` itself when it is a run, else the runs below it (sorted, hidden folders skipped)."""
+    if is_run_dir(path):
+        return [path]
+    if depth == 0:
+        return []
+    children = sorted((p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                      key=lambda p: natural_key(p.name))
+    return [run for child in children for run in find_run_dirs(child, depth - 1)]
+
+
+def natural_key(text: str) -> list:
+    """Sort key putting ``Set5`` before ``Set14`` and ``2_car`` before ``10_car``."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
+
+
+def read_overrides(path: Path) -> list[str]:
+    """The job's Hydra overrides (``.hydra/overrides.yaml``), to name a failed job."""
+    file = path / ".hydra" / "overrides.yaml"
+    try:
+        overrides = OmegaConf.to_container(OmegaConf.load(file)) if file.is_file() else []
+    except Exception:  # noqa: BLE001 - a damaged file only loses the label
+        return []
+    return [str(item) for item in overrides] if isinstance(overrides, list) else []
+
+
+def load_run(path: Path, name: str) -> Run:
+    """Read ``results.json`` and ``run.json``; a missing or unreadable results file marks a failure."""
+    run = Run(path=path, name=name, overrides=read_overrides(path))
+    summary_file = path / "run.json"
+    if summary_file.is_file():
+        try:
+            run.summary = json.loads(summary_file.read_text())
+        except (OSError, ValueError):
+            run.summary = {}
+    results_file = path / "results.json"
+    if not results_file.is_file():
+        run.problem = "no results.json (failed, interrupted, or run with test=false)"
+        return run
+    try:
+        results = json.loads(results_file.read_text())
+    except (OSError, ValueError) as err:
+        run.problem = f"unreadable results.json: {err}"
+        return run
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        run.problem = "results.json is not a list of per-set results"
+        return run
+    run.results = results
+    return run
+
+
+def collect_runs(paths: Sequence[str | Path]) -> tuple[list[Run], Path]:
+    """All runs under ``paths`` and the directory they share (names are relative to it)."""
+    roots = [Path(p) for p in paths]
+    for root in roots:
+        if not root.is_dir():
+            raise NoRunsError(f"{root} is not a directory")
+    base = common_base(roots)
+    found: dict[Path, None] = {}
+    for root in roots:
+        for run_dir in find_run_dirs(root):
+            found.setdefault(run_dir.resolve(), None)
+    if not found:
+        raise NoRunsError(
+            f"no runs found in {', '.join(map(str, roots))}: expected a Hydra multirun directory "
+            "(job sub-directories such as 0_car_x2/ holding results.json and run.json) or run "
+            "directories written by `python -m taid_car.run`"
+        )
+    return [load_run(path, run_name(path, base)) for path in found], base
+
+
+def common_base(roots: Sequence[Path]) -> Path:
+    """The one directory given, or the common parent of several."""
+    resolved = [r.resolve() for r in roots]
+    if len(resolved) == 1:
+        return resolved[0]
+    return Path(os.path.commonpath([str(r) for r in resolved]))
+
+
+def run_name(path: Path, base: Path) -> str:
+    """The run's path relative to ``base`` (its own name when it *is* ``base``)."""
+    relative = path.relative_to(base) if path.is_relative_to(base) else Path(path.name)
+    return relative.as_posix() if relative.parts else path.name
+
+
+# ---------------------------------------------------------------------------------------------
+# The comparison table
+
+
+def run_rows(run: Run) -> list[dict]:
+    """One flat row per set of a finished run, with its run.json figures beside the scores."""
+    params = run.summary.get("params") or {}
+    down, up = params.get("downscaler"), params.get("upscaler")
+    rows = []
+    for result in run.results or []:
+        psnr, bicubic = _number(result.get("psnr_y")), _number(result.get("bicubic_psnr_y"))
+        rows.append({
+            "set_name": str(result.get("set_name", "?")),
+            "scale": int(result.get("scale", run.scale or 0)),
+            "method": str(result.get("method", run.method)),
+            "run": run.name,
+            "images": result.get("images"),
+            "psnr_y": psnr,
+            "ssim_y": _number(result.get("ssim_y")),
+            "gain_psnr_y": psnr - bicubic if psnr is not None and bicubic is not None else None,
+            "lr_psnr_y": _number(result.get("lr_psnr_y")),
+            "bicubic_psnr_y": bicubic,
+            "bicubic_ssim_y": _number(result.get("bicubic_ssim_y")),
+            "psnr_rgb": _number(result.get("psnr_rgb")),
+            "params_downscaler": down,
+            "params_upscaler": up,
+            "params_total": down + up if down is not None and up is not None else None,
+            "train_seconds": _number(run.summary.get("train_seconds")),
+            "steps": run.summary.get("global_step"),
+        })
+    return rows
+
+
+def _number(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def comparison_rows(runs: Iterable[Run], metric: str = "psnr_y") -> list[dict]:
+    """Rows of all finished runs, sorted by set, scale, then ``metric`` descending."""
+    rows = [row for run in runs for row in run_rows(run)]
+
+    def key(row: dict):
+        value = row.get(metric)
+        value = -math.inf if value is None or math.isnan(value) else value
+        return (natural_key(row["set_name"]), row["scale"], -value, row["run"])
+
+    return sorted(rows, key=key)
+
+
+def format_count(count: int | None) -> str:
+    """Parameter count as ``0``, ``950``, ``89.1k`` or ``1.52M``."""
+    if count is None:
+        return MISSING
+    if count >= 1e6:
+        return f"{count / 1e6:.2f}M"
+    if count >= 1e3:
+        return f"{count / 1e3:.1f}k"
+    return str(int(count))
+
+
+def format_seconds(seconds: float | None) -> str:
+    """Training time as ``42 s``, ``3.5 min`` or ``2.1 h``."""
+    if seconds is None:
+        return MISSING
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    return format(value, spec)
+
+
+#: Markdown / terminal columns: title and how a row's cell is written.
+COLUMNS = [
+    ("Set", lambda r: r["set_name"]),
+    ("Scale", lambda r: f"x{r['scale']}"),
+    ("Method", lambda r: r["method"]),
+    ("Run", lambda r: r["run"]),
+    ("PSNR-Y (dB)", lambda r: _fmt(r["psnr_y"], ".2f")),
+    ("SSIM-Y", lambda r: _fmt(r["ssim_y"], ".4f")),
+    ("Gain vs bicubic (dB)", lambda r: _fmt(r["gain_psnr_y"], "+.2f")),
+    ("LR vs bicubic LR (dB)", lambda r: _fmt(r["lr_psnr_y"], ".2f")),
+    ("Bicubic PSNR-Y (dB)", lambda r: _fmt(r["bicubic_psnr_y"], ".2f")),
+    ("Bicubic SSIM-Y", lambda r: _fmt(r["bicubic_ssim_y"], ".4f")),
+    ("Params (down + up)",
+     lambda r: f"{format_count(r['params_downscaler'])} + {format_count(r['params_upscaler'])}"),
+    ("Train time", lambda r: format_seconds(r["train_seconds"])),
+    ("Steps", lambda r: MISSING if r["steps"] is None else str(r["steps"])),
+]
+TEXT_COLUMNS = 4  # left-aligned; the rest are numbers
+
+
+def table_cells(row: dict) -> list[str]:
+    return [cell(row) for _, cell in COLUMNS]
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    """GitHub Markdown table of the comparison rows."""
+    def line(cells: Iterable[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    rule = "|" + "|".join("---" if i < TEXT_COLUMNS else "---:" for i in range(len(COLUMNS))) + "|"
+    return "\n".join([line(t for t, _ in COLUMNS), rule, *(line(table_cells(r)) for r in rows)]) + "\n"
+
+
+def rich_table(rows: Sequence[dict], title: str) -> Table:
+    table = Table(title=title)
+    for i, (name, _) in enumerate(COLUMNS):
+        table.add_column(name, justify="left" if i < TEXT_COLUMNS else "right")
+    for row in rows:
+        table.add_row(*table_cells(row))
+    return table
+
+
+def write_csv(rows: Sequence[dict], path: Path) -> None:
+    """Raw numbers (inf written as ``inf``, missing values empty)."""
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_FIELDS})
+
+
+def failed_lines(runs: Iterable[Run]) -> list[str]:
+    """``<run>: <why>`` (with the job's overrides) for each run without results."""
+    return [
+        f"{run.name}: {run.problem}" + (f" [overrides: {' '.join(run.overrides)}]" if run.overrides else "")
+        for run in runs if run.failed
+    ]
+
+
+def markdown_report(rows: Sequence[dict], runs: Sequence[Run], metric: str,
+                    plots: dict[str, Path], notes: Sequence[str]) -> str:
+    """comparison.md: the table, the failed runs, notes on the plots, links to the PNGs."""
+    finished = sum(not r.failed for r in runs)
+    parts = [
+        "# Comparison\n",
+        f"{finished} of {len(runs)} runs finished; rows sorted by set, scale, then "
+        f"{METRICS[metric][0]} descending. Scores on the Y channel (border = scale); "
+        "\"Gain\" is PSNR-Y minus the Bicubic & Bicubic reference on the same images; "
+        "\"LR vs bicubic LR\" is the LR fidelity (∞ when the LR *is* bicubic).\n",
+        markdown_table(rows),
+    ]
+    failed = failed_lines(runs)
+    if failed:
+        parts.append("## Failed runs\n\n" + "\n".join(f"- {line}" for line in failed) + "\n")
+    if notes:
+        parts.append("## Notes\n\n" + "\n".join(f"- {note}" for note in notes) + "\n")
+    if plots:
+        parts.append("## Plots\n\n" + "\n\n".join(f"![{title}]({path.name})" for title, path in plots.items()) + "\n")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots (matplotlib's object API on the Agg canvas: no display, no global pyplot state)
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def series_labels(rows: Sequence[dict]) -> dict[str, str]:
+    """Legend label per run: its method, with the run name where two runs share a method."""
+    methods: dict[str, set[str]] = {}
+    for row in rows:
+        methods.setdefault(row["method"], set()).add(row["run"])
+    return {row["run"]: row["method"] if len(methods[row["method"]]) == 1 else f"{row['method']} [{row['run']}]"
+            for row in rows}
+
+
+def curve_labels(runs: Iterable[Run]) -> dict[str, str]:
+    """Legend label per run for the curves: ``method x<scale>``, plus the run name if repeated."""
+    finished = [run for run in runs if not run.failed]
+    counts: dict[tuple, int] = {}
+    for run in finished:
+        counts[(run.method, run.scale)] = counts.get((run.method, run.scale), 0) + 1
+    return {run.name: f"{run.method} x{run.scale}" + (f" [{run.name}]" if counts[(run.method, run.scale)] > 1 else "")
+            for run in finished}
+
+
+def plot_metric_per_set(rows: Sequence[dict], metric: str, path: Path) -> Path:
+    """Grouped bars: ``metric`` per set (x) and method (bars), one panel per scale;
+    the Bicubic & Bicubic reference drawn as a dashed black line across each bar."""
+    label, unit, reference_key = METRICS[metric]
+    scales = sorted({row["scale"] for row in rows})
+    figure = _new_figure(max(5.0, 4.5 * len(scales)), 4.2)
+    axes = figure.subplots(1, len(scales), squeeze=False)[0]
+    for ax, scale in zip(axes, scales):
+        _bar_panel(ax, [r for r in rows if r["scale"] == scale], metric, reference_key)
+        ax.set_title(f"x{scale}")
+        ax.set_xlabel("benchmark set")
+        ax.set_ylabel(f"{label} ({unit})" if unit else label)
+    figure.suptitle(f"{label} per set and method (higher is better)")
+    figure.savefig(path, dpi=120)
+    return path
+
+
+def _bar_panel(ax, rows: Sequence[dict], metric: str, reference_key: str | None) -> None:
+    sets = sorted({r["set_name"] for r in rows}, key=natural_key)
+    labels = series_labels(rows)
+    runs = sorted({r["run"] for r in rows}, key=lambda run: labels[run])
+    width = 0.8 / len(runs)
+    values = []
+    for i, run in enumerate(runs):
+        by_set = {r["set_name"]: r for r in rows if r["run"] == run}
+        x = np.arange(len(sets)) - 0.4 + width * (i + 0.5)
+        heights = [by_set[s][metric] if s in by_set and _finite(by_set[s][metric]) else np.nan for s in sets]
+        bars = ax.bar(x, heights, width * 0.92, label=labels[run])
+        ax.bar_label(bars, labels=[_fmt(h, ".2f" if metric != "ssim_y" else ".3f") if not np.isnan(h) else ""
+                                   for h in heights], fontsize=7, padding=1)
+        values += [h for h in heights if not np.isnan(h)]
+        if reference_key:
+            refs = [by_set[s][reference_key] if s in by_set and _finite(by_set[s][reference_key]) else np.nan
+                    for s in sets]
+            ax.hlines(refs, x - width / 2, x + width / 2, colors="black", linestyles="--", linewidth=1.2,
+                      label="Bicubic & Bicubic" if i == 0 else None)
+            values += [v for v in refs if not np.isnan(v)]
+    ax.set_xticks(np.arange(len(sets)), sets)
+    if values:
+        low, high = min(values), max(values)
+        pad = max((high - low) * 0.15, 0.02 if metric == "ssim_y" else 0.5)
+        ax.set_ylim(max(low - 3 * pad, 0.0), high + 2 * pad)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+
+
+def read_metrics_csv(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
+    """``column -> [(step, value)]`` from the run's Lightning CSVLogger files (all versions,
+    later versions winning on repeated steps, as after a resume); {} when there are none."""
+    files = sorted(run_dir.glob("*/version_*/metrics.csv"),
+                   key=lambda p: (p.parent.parent.name, natural_key(p.parent.name)))
+    series: dict[str, dict[float, float]] = {}
+    for file in files:
+        with file.open(newline="") as handle:
+            for record in csv.DictReader(handle):
+                step = record.get("step")
+                if not step:
+                    continue
+                for column, text in record.items():
+                    if column in ("step", "epoch") or not text:
+                        continue
+                    try:
+                        series.setdefault(column, {})[float(step)] = float(text)
+                    except ValueError:
+                        continue
+    return {column: sorted(points.items()) for column, points in series.items()}
+
+
+def _curve(series: dict[str, list], aliases: Sequence[str]) -> list[tuple[float, float]]:
+    for name in aliases:
+        if series.get(name):
+            return series[name]
+    return []
+
+
+def plot_training_curves(curves: dict[str, dict[str, list]], labels: dict[str, str], path: Path) -> Path:
+    """Training loss and validation PSNR-Y against the step, one line per run."""
+    figure = _new_figure(11.0, 4.2)
+    axes = figure.subplots(1, len(CURVES), squeeze=False)[0]
+    for ax, (_, aliases, ylabel) in zip(axes, CURVES):
+        plotted = False
+        for run, series in curves.items():
+            points = _curve(series, aliases)
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, values, marker="o" if len(points) < 20 else None, markersize=3,
+                        label=labels.get(run, run))
+                plotted = True
+        ax.set_xlabel("training step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if plotted:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, f"no {aliases[0]} logged", ha="center", va="center", transform=ax.transAxes)
+    figure.suptitle("Training curves (from csv/version_*/metrics.csv)")
+    figure.savefig(path, dpi=120)
+    return path
+
+
+def collect_curves(runs: Iterable[Run]) -> tuple[dict[str, dict[str, list]], list[str]]:
+    """Curves of the finished runs that have metrics.csv files; names of those that do not."""
+    curves, missing = {}, []
+    for run in runs:
+        if run.failed:
+            continue
+        series = read_metrics_csv(run.path)
+        if any(_curve(series, aliases) for _, aliases, _ in CURVES):
+            curves[run.name] = series
+        else:
+            missing.append(run.name)
+    return curves, missing
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def compare(paths: Sequence[str | Path], output: str | Path | None = None, metric: str = "psnr_y",
+            console: Console | None = None) -> dict[str, Path]:
+    """Read the runs, write comparison.md/.csv and the PNG plots, print the table.
+
+    Returns the written files by kind (``md``, ``csv``, ``bars``, ``curves``).
+    Raises :class:`NoRunsError` when no run, or no finished run, is found.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    runs, base = collect_runs(paths)
+    rows = comparison_rows(runs, metric)
+    if not rows:
+        raise NoRunsError(f"none of the {len(runs)} runs under {base} has results to compare:\n  "
+                          + "\n  ".join(failed_lines(runs)))
+    out = Path(output) if output is not None else base
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"md": out / "comparison.md", "csv": out / "comparison.csv"}
+    write_csv(rows, written["csv"])
+
+    plots, notes = {}, []
+    written["bars"] = plot_metric_per_set(rows, metric, out / f"{metric}_per_set.png")
+    plots[f"{METRICS[metric][0]} per set"] = written["bars"]
+    curves, no_curves = collect_curves(runs)
+    if curves:
+        written["curves"] = plot_training_curves(curves, curve_labels(runs), out / "training_curves.png")
+        plots["Training curves"] = written["curves"]
+    if no_curves:
+        notes.append("no training curves (no csv/version_*/metrics.csv; logger=none?) for: "
+                     + ", ".join(no_curves))
+    written["md"].write_text(markdown_report(rows, runs, metric, plots, notes))
+    _print_summary(console, rows, runs, notes, written)
+    return written
+
+
+def _print_summary(console: Console | None, rows, runs, notes, written) -> None:
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=200)
+    finished = sum(not r.failed for r in runs)
+    console.print(rich_table(rows, f"Comparison of {finished} finished runs (Y channel, border = scale)"))
+    for line in failed_lines(runs):
+        console.print(f"[red]failed[/red] {line}", markup=True, highlight=False)
+    for note in notes:
+        console.print(f"note: {note}", highlight=False)
+    for path in written.values():
+        console.print(f"wrote {path}", highlight=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m taid_car.compare",
+        description="Compare finished taid_car runs (a Hydra multirun directory or several run "
+                    "directories): Markdown/CSV table and PNG plots.",
+    )
+    parser.add_argument("runs", nargs="+", help="a multirun directory, or run directories")
+    parser.add_argument("--output", "-o", default=None,
+                        help="folder for comparison.md/.csv and the plots "
+                             "(default: the multirun directory, or the runs' common parent)")
+    parser.add_argument("--metric", default="psnr_y", choices=list(METRICS),
+                        help="sort key within set and scale, and the bar-chart quantity (default psnr_y)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        compare(args.runs, args.output, args.metric)
+    except NoRunsError as err:
+        print(f"compare: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,373 @@
+"""The inference CLI ``python -m taid_car.rescale``: downscale, upscale, round trip, bad files."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+from PIL import Image
+
+from taid_car.config import CONFIG_DIR
+from taid_car.data.io import modcrop, read_image
+from taid_car.models.quantize import quantize_8bit
+from taid_car.models.rescaler import load_trained_pair
+from taid_car.rescale import main
+
+COMMON = ["--device", "cpu", "--no-progress"]
+
+
+def compose_run(overrides: list[str], output_dir: Path) -> DictConfig:
+    """Compose ``config.yaml`` as the CLI would (as in tests/test_run.py)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.output_dir = str(output_dir)
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def taid_ckpt(tmp_path_factory) -> Path:
+    """A real checkpoint from one training step of TAID x2 (``python -m taid_car.run``)."""
+    from taid_car.run import train
+
+    out = tmp_path_factory.mktemp("taid_run")
+    cfg = compose_run(
+        [
+            "model=taid",
+            "scale=2",
+            "logger=none",
+            "trainer.max_steps=1",
+            "trainer.val_check_interval=1",
+            "test=false",
+            "trainer.enable_progress_bar=false",
+            # image panels and the LR monitor are not needed (the monitor needs a logger)
+            "++callbacks.panels=null",
+            "++callbacks.lr_monitor=null",
+        ],
+        out,
+    )
+    train(cfg)
+    return out / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def bicubic_ckpt(tmp_path_factory) -> Path:
+    """Bicubic & Bicubic x2 saved as ``taid_car.run`` saves checkpoints (no weights to train)."""
+    out = tmp_path_factory.mktemp("bicubic_run")
+    cfg = compose_run(["model=bicubic", "upscaler=bicubic", "scale=2"], out)
+    path = out / "bicubic.ckpt"
+    torch.save(
+        {"taid_car_config": OmegaConf.to_container(cfg, resolve=True), "state_dict": {}}, path
+    )
+    return path
+
+
+def _pattern(h: int, w: int, phase: float) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    return 0.5 + 0.25 * np.sin(x / 3 + phase) * np.cos(y / 4) + 0.2 * (x / w - 0.5)
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    """``a.png`` 40x56 RGB and ``b.png`` 33x47 grayscale (not a multiple of 2: cropped)."""
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    rgb = np.stack([_pattern(40, 56, p) for p in (0.0, 1.0, 2.0)], axis=2)
+    Image.fromarray(np.round(rgb * 255).astype(np.uint8), "RGB").save(folder / "a.png")
+    Image.fromarray(np.round(_pattern(33, 47, 0.5) * 255).astype(np.uint8), "L").save(
+        folder / "b.png"
+    )
+    return folder
+
+
+def _lr_in_memory(ckpt: Path, path: Path) -> torch.Tensor:
+    downscaler, _, config = load_trained_pair(ckpt)
+    multiple = math.lcm(config["scale"], config["model"]["multiple"])
+    with torch.no_grad():
+        return quantize_8bit(downscaler(modcrop(read_image(path).tensor, multiple)[None]))[0]
+
+
+def _read_csv(path: Path) -> dict[str, dict[str, str]]:
+    with path.open() as handle:
+        return {row["image"]: row for row in csv.DictReader(handle)}
+
+
+def test_downscale_writes_the_exact_8bit_lr_and_upscale_restores_the_size(
+    taid_ckpt, images, tmp_path, caplog
+):
+    lr_dir, sr_dir = tmp_path / "lr", tmp_path / "sr"
+    assert (
+        main(
+            [
+                "downscale",
+                "--ckpt",
+                str(taid_ckpt),
+                "--input",
+                str(images),
+                "--output",
+                str(lr_dir),
+                *COMMON,
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in lr_dir.iterdir()) == ["a.png", "b.png"]
+    assert "b.png: cropped 33x47 -> 32x46" in caplog.text
+    for name, size in (("a.png", (20, 28)), ("b.png", (16, 23))):
+        lr = read_image(lr_dir / name).tensor
+        assert lr.shape[-2:] == size
+        assert torch.equal(lr, _lr_in_memory(taid_ckpt, images / name))  # the file is the LR
+
+    assert (
+        main(
+            [
+                "upscale",
+                "--ckpt",
+                str(taid_ckpt),
+                "--input",
+                str(lr_dir),
+                "--output",
+                str(sr_dir),
+                *COMMON,
+            ]
+        )
+        == 0
+    )
+    _, upscaler, _ = load_trained_pair(taid_ckpt)
+    for name, size in (("a.png", (40, 56)), ("b.png", (32, 46))):
+        sr = read_image(sr_dir / name).tensor
+        assert sr.shape == (3, *size)
+        with torch.no_grad():
+            expected = upscaler(read_image(lr_dir / name).tensor[None])[0]
+        assert torch.equal(sr, torch.floor(expected.clamp(0, 1) * 255 + 0.5) / 255)
+
+
+def test_nothing_is_overwritten_without_the_flag(bicubic_ckpt, images, tmp_path, caplog):
+    out = tmp_path / "lr"
+    argv = [
+        "downscale",
+        "--ckpt",
+        str(bicubic_ckpt),
+        "--input",
+        str(images),
+        "--output",
+        str(out),
+        *COMMON,
+    ]
+    assert main(argv) == 0
+    (out / "a.png").write_bytes(b"keep me")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    caplog.clear()
+    assert main(argv) == 2
+    assert (
+        "2 output file(s) already exist" in caplog.text
+        and "a.png" in caplog.text
+        and "b.png" in caplog.text
+    )
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main([*argv, "--overwrite"]) == 0
+    assert read_image(out / "a.png").tensor.shape == (3, 20, 28)
+    # an output folder that is the input folder would replace the inputs: refused
+    assert (
+        main(
+            [
+                "downscale",
+                "--ckpt",
+                str(bicubic_ckpt),
+                "--input",
+                str(images),
+                "--output",
+                str(images),
+                "--overwrite",
+                *COMMON,
+            ]
+        )
+        == 2
+    )
+    assert "would replace input file(s)" in caplog.text
+
+
+def test_roundtrip_scores_and_jpeg_lowers_psnr(taid_ckpt, images, tmp_path, capsys):
+    clean, jpeg = tmp_path / "clean", tmp_path / "jpeg"
+    base = ["roundtrip", "--ckpt", str(taid_ckpt), "--input", str(images), *COMMON]
+    assert main([*base, "--output", str(clean)]) == 0
+    assert "taid & edsr_tiny x2 round trip" in capsys.readouterr().out
+    assert main([*base, "--output", str(jpeg), "--jpeg-quality", "10"]) == 0
+    table = (clean / "roundtrip.md").read_text()
+    assert (
+        "| a.png | 40x56 |" in table
+        and "| b.png | 32x46 |" in table
+        and "| mean | 2 images |" in table
+    )
+    no_jpeg, with_jpeg = _read_csv(clean / "roundtrip.csv"), _read_csv(jpeg / "roundtrip.csv")
+    assert set(no_jpeg) == {"a.png", "b.png", "mean"}
+    assert no_jpeg["b.png"]["size"] == "32x46"
+    for image in ("a.png", "b.png", "mean"):
+        assert float(with_jpeg[image]["psnr_y"]) == pytest.approx(float(no_jpeg[image]["psnr_y"]))
+    mean = {k: float(v) for k, v in with_jpeg["mean"].items() if k not in ("image", "size")}
+    assert mean["jpeg_psnr_y"] != mean["psnr_y"]  # JPEG changed what the upscaler saw
+    assert mean["bicubic_jpeg_psnr_y"] < mean["bicubic_psnr_y"] - 3  # quality 10 costs dB
+    assert mean["jpeg_bpp"] > 0 and mean["bicubic_jpeg_bpp"] > 0
+    assert "JPEG quality 10 on the LR costs taid & edsr_tiny" in (jpeg / "roundtrip.md").read_text()
+
+
+def test_bicubic_pair_matches_the_bicubic_reference(bicubic_ckpt, images, tmp_path):
+    out, lr_dir = tmp_path / "res", tmp_path / "lr"
+    argv = [
+        "roundtrip",
+        "--ckpt",
+        str(bicubic_ckpt),
+        "--input",
+        str(images),
+        "--output",
+        str(out),
+        "--jpeg-quality",
+        "10",
+        *COMMON,
+    ]
+    assert main(argv) == 0
+    rows = _read_csv(out / "roundtrip.csv")
+    assert float(rows["mean"]["jpeg_psnr_y"]) < float(rows["mean"]["psnr_y"]) - 3
+    for row in rows.values():
+        assert row["psnr_y"] == row["bicubic_psnr_y"] and row["ssim_y"] == row["bicubic_ssim_y"]
+        assert (
+            row["jpeg_psnr_y"] == row["bicubic_jpeg_psnr_y"]
+            and row["jpeg_bpp"] == row["bicubic_jpeg_bpp"]
+        )
+        assert math.isinf(float(row["lr_psnr_y"]))  # the LR is the bicubic LR
+    assert (
+        main(
+            [
+                "downscale",
+                "--ckpt",
+                str(bicubic_ckpt),
+                "--input",
+                str(images),
+                "--output",
+                str(lr_dir),
+                *COMMON,
+            ]
+        )
+        == 0
+    )
+    with Image.open(lr_dir / "b.png") as gray, Image.open(lr_dir / "a.png") as rgb:
+        assert (gray.mode, rgb.mode) == ("L", "RGB")  # a gray source keeps a gray LR file
+
+
+@pytest.fixture
+def with_bad_files(images) -> Path:
+    """``images`` plus a non-image ``c.png``, a truncated PNG and a 1x1 image (too small at x2)."""
+    (images / "c.png").write_bytes(b"this is not a png")
+    (images / "d_truncated.png").write_bytes((images / "a.png").read_bytes()[:80])
+    Image.new("RGB", (1, 1)).save(images / "e_tiny.png")
+    return images
+
+
+def test_bad_files_are_skipped_by_name_or_fatal(bicubic_ckpt, with_bad_files, tmp_path, caplog):
+    skip_out, fail_out = tmp_path / "skip", tmp_path / "fail"
+    argv = ["downscale", "--ckpt", str(bicubic_ckpt), "--input", str(with_bad_files), *COMMON]
+    assert main([*argv, "--output", str(skip_out)]) == 0
+    assert sorted(p.name for p in skip_out.iterdir()) == ["a.png", "b.png"]
+    assert "skipped 3 file(s)" in caplog.text
+    for name in ("c.png", "d_truncated.png", "e_tiny.png"):
+        assert f"{name}:" in caplog.text
+    assert "smaller than the 2x2 needed" in caplog.text
+
+    caplog.clear()
+    assert main([*argv, "--output", str(fail_out), "--on-error", "fail"]) == 1
+    assert "c.png" in caplog.text and "--on-error fail" in caplog.text
+    assert not fail_out.exists()  # caught by the header check, before anything was written
+
+    # a file whose header reads but whose pixels do not fails while processing: outputs before it stay
+    late = tmp_path / "late"
+    late.mkdir()
+    for name in ("a.png", "d_truncated.png"):
+        (late / name).write_bytes((with_bad_files / name).read_bytes())
+    caplog.clear()
+    assert (
+        main(
+            [
+                "downscale",
+                "--ckpt",
+                str(bicubic_ckpt),
+                "--input",
+                str(late),
+                "--output",
+                str(tmp_path / "late_out"),
+                "--on-error",
+                "fail",
+                *COMMON,
+            ]
+        )
+        == 1
+    )
+    assert (
+        "d_truncated.png" in caplog.text
+        and "stopping after 1 completed file(s): a.png" in caplog.text
+    )
+    assert [p.name for p in (tmp_path / "late_out").iterdir()] == ["a.png"]
+
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    (only_bad / "c.png").write_bytes(b"this is not a png")
+    assert main(["roundtrip", "--ckpt", str(bicubic_ckpt), "--input", str(only_bad), *COMMON]) == 1
+    assert "every input file failed" in caplog.text
+
+
+def test_clear_errors_for_checkpoint_and_input(bicubic_ckpt, images, tmp_path, caplog):
+    def run(ckpt, source) -> int:
+        return main(["roundtrip", "--ckpt", str(ckpt), "--input", str(source), *COMMON])
+
+    assert run(tmp_path / "missing.ckpt", images) == 2
+    assert "missing.ckpt does not exist" in caplog.text
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    assert run(tmp_path / "other.ckpt", images) == 2
+    assert "not a taid_car checkpoint" in caplog.text
+    (tmp_path / "text.ckpt").write_text("hello")
+    assert run(tmp_path / "text.ckpt", images) == 2
+    assert "not a readable PyTorch checkpoint" in caplog.text
+    assert run(bicubic_ckpt, tmp_path / "nowhere") == 2
+    assert "nowhere does not exist" in caplog.text
+    (tmp_path / "empty").mkdir()
+    assert run(bicubic_ckpt, tmp_path / "empty") == 2
+    assert "no image files" in caplog.text
+    Image.open(images / "a.png").save(images / "a.jpg")
+    assert (
+        main(
+            [
+                "downscale",
+                "--ckpt",
+                str(bicubic_ckpt),
+                "--input",
+                str(images),
+                "--output",
+                str(tmp_path / "o"),
+                *COMMON,
+            ]
+        )
+        == 2
+    )
+    assert "same output file (same stem): a.jpg, a.png" in caplog.text
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "roundtrip",
+                "--ckpt",
+                str(bicubic_ckpt),
+                "--input",
+                str(images),
+                "--jpeg-quality",
+                "0",
+            ]
+        )
