@@ -51,9 +51,6 @@ def taid_ckpt(tmp_path_factory) -> Path:
             "trainer.val_check_interval=1",
             "test=false",
             "trainer.enable_progress_bar=false",
-            # image panels and the LR monitor are not needed (the monitor needs a logger)
-            "++callbacks.panels=null",
-            "++callbacks.lr_monitor=null",
         ],
         out,
     )

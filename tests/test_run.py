@@ -158,3 +158,14 @@ def test_loading_a_foreign_checkpoint_names_the_file(tmp_path):
         load_trained_pair(path)
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         load_trained_pair(tmp_path / "missing.ckpt")
+
+
+def test_slurm_launcher_config_composes(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["hydra/launcher=slurm", "trainer=ddp"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.tasks_per_node == launcher.gpus_per_node == 2

@@ -403,26 +403,26 @@ def score_image(pair: Pair, hr: torch.Tensor, is_gray: bool, jpeg_quality: int |
     return row
 
 
-def roundtrip_columns(pair: Pair, jpeg_quality: int | None) -> list[tuple[str, str, str]]:
-    """(key, title, format) of the round-trip table."""
-    q = f" JPEG q{jpeg_quality}"
+def roundtrip_columns(with_jpeg: bool) -> list[tuple[str, str, str]]:
+    """(key, title, format) of the round-trip table; "Bic." is Bicubic & Bicubic, "JPEG" the
+    scores with the LR JPEG-compressed, "bpp" the JPEG size in bits per LR pixel."""
     columns = [
         ("image", "Image", "{}"),
         ("size", "HR size", "{}"),
         ("psnr_y", "PSNR-Y", "{:.2f}"),
         ("ssim_y", "SSIM-Y", "{:.4f}"),
-        ("lr_psnr_y", "LR vs bicubic", "{:.2f}"),
-        ("bicubic_psnr_y", "Bicubic PSNR-Y", "{:.2f}"),
-        ("bicubic_ssim_y", "Bicubic SSIM-Y", "{:.4f}"),
+        ("lr_psnr_y", "LR vs bic.", "{:.2f}"),
+        ("bicubic_psnr_y", "Bic. PSNR-Y", "{:.2f}"),
+        ("bicubic_ssim_y", "Bic. SSIM-Y", "{:.4f}"),
     ]
-    if jpeg_quality is not None:
+    if with_jpeg:
         columns += [
-            ("jpeg_psnr_y", f"PSNR-Y{q}", "{:.2f}"),
-            ("jpeg_ssim_y", f"SSIM-Y{q}", "{:.4f}"),
-            ("jpeg_bpp", "LR JPEG bpp", "{:.2f}"),
-            ("bicubic_jpeg_psnr_y", f"Bicubic PSNR-Y{q}", "{:.2f}"),
-            ("bicubic_jpeg_ssim_y", f"Bicubic SSIM-Y{q}", "{:.4f}"),
-            ("bicubic_jpeg_bpp", "Bicubic LR JPEG bpp", "{:.2f}"),
+            ("jpeg_psnr_y", "JPEG PSNR-Y", "{:.2f}"),
+            ("jpeg_ssim_y", "JPEG SSIM-Y", "{:.4f}"),
+            ("jpeg_bpp", "JPEG bpp", "{:.2f}"),
+            ("bicubic_jpeg_psnr_y", "Bic. JPEG PSNR-Y", "{:.2f}"),
+            ("bicubic_jpeg_ssim_y", "Bic. JPEG SSIM-Y", "{:.4f}"),
+            ("bicubic_jpeg_bpp", "Bic. JPEG bpp", "{:.2f}"),
         ]
     return columns
 
@@ -511,9 +511,12 @@ def run_roundtrip(args: argparse.Namespace, pair: Pair) -> int:
     if not rows:
         return status
     rows.append(mean_row(rows))
-    columns = roundtrip_columns(pair, args.jpeg_quality)
+    columns = roundtrip_columns(args.jpeg_quality is not None)
     jpeg = f", LR JPEG quality {args.jpeg_quality}" if args.jpeg_quality is not None else ""
-    title = f"{pair.method} x{pair.scale} round trip (Y channel, border {pair.scale}{jpeg})"
+    title = (
+        f"{pair.method} x{pair.scale} round trip (Y channel, border {pair.scale}{jpeg}; "
+        "Bic. = Bicubic & Bicubic)"
+    )
     caption = None
     if args.jpeg_quality is not None:
         caption = jpeg_summary(rows[-1], args.jpeg_quality, pair.method)
@@ -561,8 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="python -m taid_car.rescale",
-        description="Downscale, upscale or round-trip images with a trained taid_car checkpoint.",
-        epilog="See the module docstring (python -c 'import taid_car.rescale as m; help(m)').",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     down = commands.add_parser(

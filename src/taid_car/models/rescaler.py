@@ -120,6 +120,7 @@ class Rescaler(L.LightningModule):
         batch_size = batch["hr"].shape[0]
         for name, value in terms.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=batch_size)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)
         return terms["loss"]
 
     def configure_optimizers(self):

@@ -88,8 +88,8 @@ def _row_geometry(cxr, fty, ftx, sf, half, ohr, ovr, wmax, hmax, Wp, C, idx, dxa
     plane (idx), clamped steps to the right/bottom corner (dxa/dya, 0 at the border) and the
     unclamped fractions α, β (taken before clamping, as the authors do)."""
     zero = half - half
-    cw = np.int32(C)
-    rw = np.int32(Wp * C)
+    cw = np.uint32(C)
+    rw = np.uint32(Wp * C)
     for j in range(cxr.shape[0]):
         px = ((cxr[j] + ftx) + sf * ohr[j]) - half
         py = (fty + sf * ovr[j]) - half
@@ -103,9 +103,9 @@ def _row_geometry(cxr, fty, ftx, sf, half, ohr, ovr, wmax, hmax, Wp, C, idx, dxa
         iny = fy < hmax
         fx = fx if inx else wmax
         fy = fy if iny else hmax
-        idx[j] = (np.int32(fy) * np.int32(Wp) + np.int32(fx)) * cw
-        dxa[j] = cw if inx else np.int32(0)
-        dya[j] = rw if iny else np.int32(0)
+        idx[j] = np.uint32((np.int32(fy) * np.int32(Wp) + np.int32(fx)) * np.int32(C))
+        dxa[j] = cw if inx else np.uint32(0)
+        dya[j] = rw if iny else np.uint32(0)
 
 
 @njit(parallel=True, cache=True, fastmath=False, boundscheck=False, error_model="numpy")
@@ -116,16 +116,22 @@ def _forward(xp, ker, oh, ov, cx, cy, taps, sf, half, wmax, hmax, out):  # pragm
     kk, h, w = ker.shape[1], ker.shape[2], ker.shape[3]
     k = taps.shape[0]
     one = half + half
+    u1 = np.uint64(1)
+    u2 = np.uint64(2)
     for r in prange(B * h):
         b = r // h
         i = r - b * h
         xb = xp[b].reshape(Hp * Wp * C)
         acc = np.zeros(w * C, dtype=out.dtype)
-        idx = np.empty(w, dtype=np.int32)
-        dxa = np.empty(w, dtype=np.int32)
-        dya = np.empty(w, dtype=np.int32)
+        idx = np.empty(w, dtype=np.uint32)
+        dxa = np.empty(w, dtype=np.uint32)
+        dya = np.empty(w, dtype=np.uint32)
         ala = np.empty(w, dtype=out.dtype)
         bea = np.empty(w, dtype=out.dtype)
+        wa = np.empty(w, dtype=out.dtype)
+        wb = np.empty(w, dtype=out.dtype)
+        wc = np.empty(w, dtype=out.dtype)
+        wd = np.empty(w, dtype=out.dtype)
         for t in range(kk):
             ty = t // k
             kr = ker[b, t, i]
@@ -133,44 +139,49 @@ def _forward(xp, ker, oh, ov, cx, cy, taps, sf, half, wmax, hmax, out):  # pragm
                 cx, cy[i] + taps[ty], taps[t - ty * k], sf, half, oh[b, t, i], ov[b, t, i],
                 wmax, hmax, Wp, C, idx, dxa, dya, ala, bea,
             )
+            for j in range(w):  # vectorised: K-weighted bilinear weights
+                al = ala[j]
+                be = bea[j]
+                kv = kr[j]
+                wa[j] = (one - al) * (one - be) * kv
+                wb[j] = al * (one - be) * kv
+                wc[j] = (one - al) * be * kv
+                wd[j] = al * be * kv
             if C == 3:
                 for j in range(w):
-                    al = ala[j]
-                    be = bea[j]
-                    kv = kr[j]
-                    w00 = (one - al) * (one - be) * kv
-                    w01 = al * (one - be) * kv
-                    w10 = (one - al) * be * kv
-                    w11 = al * be * kv
-                    o0 = idx[j]
-                    o1 = o0 + dxa[j]
-                    o2 = o0 + dya[j]
-                    o3 = o2 + dxa[j]
+                    w00 = wa[j]
+                    w01 = wb[j]
+                    w10 = wc[j]
+                    w11 = wd[j]
+                    o0 = np.uint64(idx[j])
+                    dx = np.uint64(dxa[j])
+                    o1 = o0 + dx
+                    o2 = o0 + np.uint64(dya[j])
+                    o3 = o2 + dx
                     a = 3 * j
                     acc[a] += w00 * xb[o0] + w01 * xb[o1] + w10 * xb[o2] + w11 * xb[o3]
                     acc[a + 1] += (
-                        w00 * xb[o0 + 1] + w01 * xb[o1 + 1] + w10 * xb[o2 + 1] + w11 * xb[o3 + 1]
+                        w00 * xb[o0 + u1] + w01 * xb[o1 + u1] + w10 * xb[o2 + u1] + w11 * xb[o3 + u1]
                     )
                     acc[a + 2] += (
-                        w00 * xb[o0 + 2] + w01 * xb[o1 + 2] + w10 * xb[o2 + 2] + w11 * xb[o3 + 2]
+                        w00 * xb[o0 + u2] + w01 * xb[o1 + u2] + w10 * xb[o2 + u2] + w11 * xb[o3 + u2]
                     )
             else:
                 for j in range(w):
-                    al = ala[j]
-                    be = bea[j]
-                    kv = kr[j]
-                    w00 = (one - al) * (one - be) * kv
-                    w01 = al * (one - be) * kv
-                    w10 = (one - al) * be * kv
-                    w11 = al * be * kv
-                    o0 = idx[j]
-                    o1 = o0 + dxa[j]
-                    o2 = o0 + dya[j]
-                    o3 = o2 + dxa[j]
+                    w00 = wa[j]
+                    w01 = wb[j]
+                    w10 = wc[j]
+                    w11 = wd[j]
+                    o0 = np.uint64(idx[j])
+                    dx = np.uint64(dxa[j])
+                    o1 = o0 + dx
+                    o2 = o0 + np.uint64(dya[j])
+                    o3 = o2 + dx
                     a = C * j
                     for c in range(C):
+                        uc = np.uint64(c)
                         acc[a + c] += (
-                            w00 * xb[o0 + c] + w01 * xb[o1 + c] + w10 * xb[o2 + c] + w11 * xb[o3 + c]
+                            w00 * xb[o0 + uc] + w01 * xb[o1 + uc] + w10 * xb[o2 + uc] + w11 * xb[o3 + uc]
                         )
         for c in range(C):
             for j in range(w):
@@ -188,6 +199,8 @@ def _backward(
     k = taps.shape[0]
     bands = gbuf.shape[0] if need_x else 1
     one = half + half
+    u1 = np.uint64(1)
+    u2 = np.uint64(2)
     for q in prange(B * bands):
         b = q // bands
         band = q - b * bands
@@ -196,9 +209,9 @@ def _backward(
         xb = xp[b].reshape(Hp * Wp * C)
         gb = gbuf[band if need_x else 0, b if need_x else 0].reshape(-1)
         gl = np.empty(w * C, dtype=xp.dtype)
-        idx = np.empty(w, dtype=np.int32)
-        dxa = np.empty(w, dtype=np.int32)
-        dya = np.empty(w, dtype=np.int32)
+        idx = np.empty(w, dtype=np.uint32)
+        dxa = np.empty(w, dtype=np.uint32)
+        dya = np.empty(w, dtype=np.uint32)
         ala = np.empty(w, dtype=xp.dtype)
         bea = np.empty(w, dtype=xp.dtype)
         for i in range(i0, i1):
@@ -215,72 +228,94 @@ def _backward(
                     cx, cy[i] + taps[ty], taps[t - ty * k], sf, half, oh[b, t, i], ov[b, t, i],
                     wmax, hmax, Wp, C, idx, dxa, dya, ala, bea,
                 )
-                for j in range(w):
-                    al = ala[j]
-                    be = bea[j]
-                    kv = kr[j]
-                    o0 = idx[j]
-                    o1 = o0 + dxa[j]
-                    o2 = o0 + dya[j]
-                    o3 = o2 + dxa[j]
-                    a = C * j
-                    g0 = gl[a]
-                    g1 = g0
-                    g2 = g0
-                    if C == 3:
-                        g0 = gl[a]
-                        g1 = gl[a + 1]
-                        g2 = gl[a + 2]
-                        u00 = g0 * xb[o0] + g1 * xb[o0 + 1] + g2 * xb[o0 + 2]
-                        u01 = g0 * xb[o1] + g1 * xb[o1 + 1] + g2 * xb[o1 + 2]
-                        u10 = g0 * xb[o2] + g1 * xb[o2 + 1] + g2 * xb[o2 + 2]
-                        u11 = g0 * xb[o3] + g1 * xb[o3 + 1] + g2 * xb[o3 + 2]
-                    else:
+                if C == 3:
+                    for j in range(w):
+                        al = ala[j]
+                        be = bea[j]
+                        kv = kr[j]
+                        o0 = np.uint64(idx[j])
+                        dx = np.uint64(dxa[j])
+                        o1 = o0 + dx
+                        o2 = o0 + np.uint64(dya[j])
+                        o3 = o2 + dx
+                        g0 = gl[3 * j]
+                        g1 = gl[3 * j + 1]
+                        g2 = gl[3 * j + 2]
+                        u00 = g0 * xb[o0] + g1 * xb[o0 + u1] + g2 * xb[o0 + u2]
+                        u01 = g0 * xb[o1] + g1 * xb[o1 + u1] + g2 * xb[o1 + u2]
+                        u10 = g0 * xb[o2] + g1 * xb[o2 + u1] + g2 * xb[o2 + u2]
+                        u11 = g0 * xb[o3] + g1 * xb[o3 + u1] + g2 * xb[o3 + u2]
+                        oma = one - al
+                        omb = one - be
+                        w00 = oma * omb
+                        w01 = al * omb
+                        w10 = oma * be
+                        w11 = al * be
+                        gkr[j] = w00 * u00 + w01 * u01 + w10 * u10 + w11 * u11
+                        skv = sf * kv
+                        ghr[j] = skv * (omb * (u01 - u00) + be * (u11 - u10))
+                        gvr[j] = skv * (oma * (u10 - u00) + al * (u11 - u01))
+                        if need_x:
+                            k00 = kv * w00
+                            k01 = kv * w01
+                            k10 = kv * w10
+                            k11 = kv * w11
+                            gb[o0] += k00 * g0
+                            gb[o0 + u1] += k00 * g1
+                            gb[o0 + u2] += k00 * g2
+                            gb[o1] += k01 * g0
+                            gb[o1 + u1] += k01 * g1
+                            gb[o1 + u2] += k01 * g2
+                            gb[o2] += k10 * g0
+                            gb[o2 + u1] += k10 * g1
+                            gb[o2 + u2] += k10 * g2
+                            gb[o3] += k11 * g0
+                            gb[o3 + u1] += k11 * g1
+                            gb[o3 + u2] += k11 * g2
+                else:
+                    for j in range(w):
+                        al = ala[j]
+                        be = bea[j]
+                        kv = kr[j]
+                        o0 = np.uint64(idx[j])
+                        dx = np.uint64(dxa[j])
+                        o1 = o0 + dx
+                        o2 = o0 + np.uint64(dya[j])
+                        o3 = o2 + dx
+                        a = C * j
                         u00 = half - half
                         u01 = u00
                         u10 = u00
                         u11 = u00
                         for c in range(C):
+                            uc = np.uint64(c)
                             g = gl[a + c]
-                            u00 += g * xb[o0 + c]
-                            u01 += g * xb[o1 + c]
-                            u10 += g * xb[o2 + c]
-                            u11 += g * xb[o3 + c]
-                    oma = one - al
-                    omb = one - be
-                    w00 = oma * omb
-                    w01 = al * omb
-                    w10 = oma * be
-                    w11 = al * be
-                    gkr[j] = w00 * u00 + w01 * u01 + w10 * u10 + w11 * u11
-                    skv = sf * kv
-                    ghr[j] = skv * (omb * (u01 - u00) + be * (u11 - u10))
-                    gvr[j] = skv * (oma * (u10 - u00) + al * (u11 - u01))
-                    if need_x:
-                        k00 = kv * w00
-                        k01 = kv * w01
-                        k10 = kv * w10
-                        k11 = kv * w11
-                        if C == 3:
-                            gb[o0] += k00 * g0
-                            gb[o0 + 1] += k00 * g1
-                            gb[o0 + 2] += k00 * g2
-                            gb[o1] += k01 * g0
-                            gb[o1 + 1] += k01 * g1
-                            gb[o1 + 2] += k01 * g2
-                            gb[o2] += k10 * g0
-                            gb[o2 + 1] += k10 * g1
-                            gb[o2 + 2] += k10 * g2
-                            gb[o3] += k11 * g0
-                            gb[o3 + 1] += k11 * g1
-                            gb[o3 + 2] += k11 * g2
-                        else:
+                            u00 += g * xb[o0 + uc]
+                            u01 += g * xb[o1 + uc]
+                            u10 += g * xb[o2 + uc]
+                            u11 += g * xb[o3 + uc]
+                        oma = one - al
+                        omb = one - be
+                        w00 = oma * omb
+                        w01 = al * omb
+                        w10 = oma * be
+                        w11 = al * be
+                        gkr[j] = w00 * u00 + w01 * u01 + w10 * u10 + w11 * u11
+                        skv = sf * kv
+                        ghr[j] = skv * (omb * (u01 - u00) + be * (u11 - u10))
+                        gvr[j] = skv * (oma * (u10 - u00) + al * (u11 - u01))
+                        if need_x:
+                            k00 = kv * w00
+                            k01 = kv * w01
+                            k10 = kv * w10
+                            k11 = kv * w11
                             for c in range(C):
+                                uc = np.uint64(c)
                                 g = gl[a + c]
-                                gb[o0 + c] += k00 * g
-                                gb[o1 + c] += k01 * g
-                                gb[o2 + c] += k10 * g
-                                gb[o3 + c] += k11 * g
+                                gb[o0 + uc] += k00 * g
+                                gb[o1 + uc] += k01 * g
+                                gb[o2 + uc] += k10 * g
+                                gb[o3 + uc] += k11 * g
 
 
 def _scalars(dtype: torch.dtype, k: int, scale: int):
