@@ -95,6 +95,14 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor,
     return pred, target
 
 
+def _scoring_pair(pred, target, crop_border: int, is_gray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checked pair -> cropped 8-bit luminance (B,1,h,w) of each, as the protocol scores them."""
+    pred, target = _check_pair(pred, target)
+    gray = _gray_mask(target, is_gray)
+    return (_crop(scoring_channel(pred, gray), crop_border),
+            _crop(scoring_channel(target, gray), crop_border))
+
+
 def psnr_from_mse(mse: torch.Tensor, peak: float = 255.0) -> torch.Tensor:
     """PSNR in dB for a mean squared error on a 0..peak scale (inf where mse == 0)."""
     return 10 * torch.log10(peak**2 / mse)
@@ -104,10 +112,7 @@ def psnr_y(
     pred: torch.Tensor, target: torch.Tensor, crop_border: int = 0, is_gray=None
 ) -> torch.Tensor:
     """Per-image Y-channel PSNR in dB, (B,). Inputs RGB in [0,1]; see module docstring."""
-    pred, target = _check_pair(pred, target)
-    gray = _gray_mask(target, is_gray)
-    p = _crop(scoring_channel(pred, gray), crop_border)
-    t = _crop(scoring_channel(target, gray), crop_border)
+    p, t = _scoring_pair(pred, target, crop_border, is_gray)
     return psnr_from_mse((p - t).pow(2).flatten(1).mean(1))
 
 
@@ -123,10 +128,7 @@ def ssim_y(
     pred: torch.Tensor, target: torch.Tensor, crop_border: int = 0, is_gray=None
 ) -> torch.Tensor:
     """Per-image Y-channel SSIM, (B,), in [-1, 1]; Gaussian 11x11, sigma 1.5, valid region."""
-    pred, target = _check_pair(pred, target)
-    gray = _gray_mask(target, is_gray)
-    p = _crop(scoring_channel(pred, gray), crop_border)
-    t = _crop(scoring_channel(target, gray), crop_border)
+    p, t = _scoring_pair(pred, target, crop_border, is_gray)
     if min(p.shape[-2:]) < 11:
         raise ValueError(f"SSIM needs at least 11x11 pixels after cropping, got {tuple(p.shape[-2:])}")
     return ssim(p, t)

@@ -101,13 +101,14 @@ class Pair:
         return math.lcm(self.scale, self.multiple)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without CUDA is a usage error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {name} requested but CUDA is not available (use cpu or auto)")
-    return torch.device(name)
+def _device(name: str) -> torch.device:
+    """:func:`taid_car.evaluate.resolve_device`, its error turned into a :class:`UsageError`."""
+    from taid_car.evaluate import resolve_device
+
+    try:
+        return resolve_device(name)
+    except ValueError as err:
+        raise UsageError(f"--device: {err} (use cpu or auto)") from err
 
 
 def load_pair(ckpt: str | Path, device: torch.device) -> Pair:
@@ -607,7 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
     try:
-        pair = load_pair(args.ckpt, resolve_device(args.device))
+        pair = load_pair(args.ckpt, _device(args.device))
         return COMMANDS[args.command](args, pair)
     except UsageError as err:
         log.error("error: %s", err)
