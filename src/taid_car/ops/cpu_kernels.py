@@ -25,6 +25,10 @@ Arithmetic follows the authors' CUDA kernel in the input precision (``fastmath=F
 ``px = ((cx[j] + tx) + s·Δh) − 0.5`` with ``cx[j] = (j + 0.5)/w·W`` precomputed on the host.
 Only the order of the channel sums in the backward differs from a per-channel loop.
 
+Indices into the flattened planes are unsigned (uint32 stored, uint64 in the gather/scatter
+loops): with signed indices numba emits a negative-index wrap-around select for every one of
+the 12 loads (and 12 read-modify-writes) per (pixel, tap), which cost about half the time.
+
 Threads: numba's OpenMP pool is a different libgomp from torch's. Tiny problems (gradcheck,
 tests) run single-threaded (``_SERIAL_WORK``) to skip the parallel region's wake-up cost.
 """
@@ -214,14 +218,6 @@ def _backward(
         dya = np.empty(w, dtype=np.uint32)
         ala = np.empty(w, dtype=xp.dtype)
         bea = np.empty(w, dtype=xp.dtype)
-        wa = np.empty(w, dtype=xp.dtype)
-        wb = np.empty(w, dtype=xp.dtype)
-        wc = np.empty(w, dtype=xp.dtype)
-        wd = np.empty(w, dtype=xp.dtype)
-        ka = np.empty(w, dtype=xp.dtype)
-        kb = np.empty(w, dtype=xp.dtype)
-        kc = np.empty(w, dtype=xp.dtype)
-        kd = np.empty(w, dtype=xp.dtype)
         for i in range(i0, i1):
             for c in range(C):
                 for j in range(w):
@@ -236,24 +232,6 @@ def _backward(
                     cx, cy[i] + taps[ty], taps[t - ty * k], sf, half, oh[b, t, i], ov[b, t, i],
                     wmax, hmax, Wp, C, idx, dxa, dya, ala, bea,
                 )
-                for j in range(w):  # vectorised: bilinear weights, plain and K-weighted
-                    al = ala[j]
-                    be = bea[j]
-                    kv = kr[j]
-                    oma = one - al
-                    omb = one - be
-                    w00 = oma * omb
-                    w01 = al * omb
-                    w10 = oma * be
-                    w11 = al * be
-                    wa[j] = w00
-                    wb[j] = w01
-                    wc[j] = w10
-                    wd[j] = w11
-                    ka[j] = kv * w00
-                    kb[j] = kv * w01
-                    kc[j] = kv * w10
-                    kd[j] = kv * w11
                 if C == 3:
                     for j in range(w):
                         al = ala[j]
@@ -273,19 +251,19 @@ def _backward(
                         u11 = g0 * xb[o3] + g1 * xb[o3 + u1] + g2 * xb[o3 + u2]
                         oma = one - al
                         omb = one - be
-                        w00 = wa[j]
-                        w01 = wb[j]
-                        w10 = wc[j]
-                        w11 = wd[j]
+                        w00 = oma * omb
+                        w01 = al * omb
+                        w10 = oma * be
+                        w11 = al * be
                         gkr[j] = w00 * u00 + w01 * u01 + w10 * u10 + w11 * u11
                         skv = sf * kv
                         ghr[j] = skv * (omb * (u01 - u00) + be * (u11 - u10))
                         gvr[j] = skv * (oma * (u10 - u00) + al * (u11 - u01))
                         if need_x:
-                            k00 = ka[j]
-                            k01 = kb[j]
-                            k10 = kc[j]
-                            k11 = kd[j]
+                            k00 = kv * w00
+                            k01 = kv * w01
+                            k10 = kv * w10
+                            k11 = kv * w11
                             gb[o0] += k00 * g0
                             gb[o0 + u1] += k00 * g1
                             gb[o0 + u2] += k00 * g2
@@ -322,19 +300,19 @@ def _backward(
                             u11 += g * xb[o3 + uc]
                         oma = one - al
                         omb = one - be
-                        w00 = wa[j]
-                        w01 = wb[j]
-                        w10 = wc[j]
-                        w11 = wd[j]
+                        w00 = oma * omb
+                        w01 = al * omb
+                        w10 = oma * be
+                        w11 = al * be
                         gkr[j] = w00 * u00 + w01 * u01 + w10 * u10 + w11 * u11
                         skv = sf * kv
                         ghr[j] = skv * (omb * (u01 - u00) + be * (u11 - u10))
                         gvr[j] = skv * (oma * (u10 - u00) + al * (u11 - u01))
                         if need_x:
-                            k00 = ka[j]
-                            k01 = kb[j]
-                            k10 = kc[j]
-                            k11 = kd[j]
+                            k00 = kv * w00
+                            k01 = kv * w01
+                            k10 = kv * w10
+                            k11 = kv * w11
                             for c in range(C):
                                 uc = np.uint64(c)
                                 g = gl[a + c]
