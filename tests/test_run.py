@@ -22,6 +22,11 @@ CONF = Path(CONFIG_DIR)
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 UPSCALERS = sorted(p.stem for p in (CONF / "upscaler").glob("*.yaml"))
+GROUP_OPTIONS = [
+    f"{group}={p.stem}"
+    for group in ("data", "trainer", "logger", "debug", "optimizer", "scheduler", "callbacks")
+    for p in sorted((CONF / group).glob("*.yaml"))
+]
 
 
 def compose_run(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
@@ -42,6 +47,13 @@ def test_every_experiment_composes_and_resolves(experiment, tmp_path):
     cfg = compose_run([f"experiment={experiment}"], tmp_path)
     OmegaConf.resolve(cfg)
     assert cfg.data.scale == cfg.scale == cfg.model.downscaler.scale
+
+
+@pytest.mark.parametrize("option", GROUP_OPTIONS)
+def test_every_group_option_composes_and_resolves(option, tmp_path):
+    cfg = compose_run([option, "data_root=/data"], tmp_path)
+    OmegaConf.resolve(cfg)
+    assert cfg.scale == 4
 
 
 @pytest.mark.parametrize("model", MODELS)
