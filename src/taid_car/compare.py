@@ -43,6 +43,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 #: Metrics ``--metric`` may pick: label, unit, and the bicubic reference key when there is one.
@@ -61,9 +62,23 @@ CURVES = [
 
 #: comparison.csv columns (raw numbers; parameters as counts, time in seconds).
 CSV_FIELDS = [
-    "set_name", "scale", "method", "run", "images", "psnr_y", "ssim_y", "gain_psnr_y",
-    "lr_psnr_y", "bicubic_psnr_y", "bicubic_ssim_y", "psnr_rgb", "params_downscaler",
-    "params_upscaler", "params_total", "train_seconds", "steps",
+    "set_name",
+    "scale",
+    "method",
+    "run",
+    "images",
+    "psnr_y",
+    "ssim_y",
+    "gain_psnr_y",
+    "lr_psnr_y",
+    "bicubic_psnr_y",
+    "bicubic_ssim_y",
+    "psnr_rgb",
+    "params_downscaler",
+    "params_upscaler",
+    "params_total",
+    "train_seconds",
+    "steps",
 ]
 
 SEARCH_DEPTH = 3
@@ -117,8 +132,10 @@ def find_run_dirs(path: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
         return [path]
     if depth == 0:
         return []
-    children = sorted((p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                      key=lambda p: natural_key(p.name))
+    children = sorted(
+        (p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: natural_key(p.name),
+    )
     return [run for child in children for run in find_run_dirs(child, depth - 1)]
 
 
@@ -138,7 +155,7 @@ def read_overrides(path: Path) -> list[str]:
 
 
 def load_run(path: Path, name: str) -> Run:
-    """Read ``results.json`` and ``run.json``; a missing or unreadable results file marks a failure."""
+    """Read ``results.json`` and ``run.json``; no readable results file marks a failed run."""
     run = Run(path=path, name=name, overrides=read_overrides(path))
     summary_file = path / "run.json"
     if summary_file.is_file():
@@ -207,25 +224,27 @@ def run_rows(run: Run) -> list[dict]:
     rows = []
     for result in run.results or []:
         psnr, bicubic = _number(result.get("psnr_y")), _number(result.get("bicubic_psnr_y"))
-        rows.append({
-            "set_name": str(result.get("set_name", "?")),
-            "scale": int(result.get("scale", run.scale or 0)),
-            "method": str(result.get("method", run.method)),
-            "run": run.name,
-            "images": result.get("images"),
-            "psnr_y": psnr,
-            "ssim_y": _number(result.get("ssim_y")),
-            "gain_psnr_y": psnr - bicubic if psnr is not None and bicubic is not None else None,
-            "lr_psnr_y": _number(result.get("lr_psnr_y")),
-            "bicubic_psnr_y": bicubic,
-            "bicubic_ssim_y": _number(result.get("bicubic_ssim_y")),
-            "psnr_rgb": _number(result.get("psnr_rgb")),
-            "params_downscaler": down,
-            "params_upscaler": up,
-            "params_total": down + up if down is not None and up is not None else None,
-            "train_seconds": _number(run.summary.get("train_seconds")),
-            "steps": run.summary.get("global_step"),
-        })
+        rows.append(
+            {
+                "set_name": str(result.get("set_name", "?")),
+                "scale": int(result.get("scale", run.scale or 0)),
+                "method": str(result.get("method", run.method)),
+                "run": run.name,
+                "images": result.get("images"),
+                "psnr_y": psnr,
+                "ssim_y": _number(result.get("ssim_y")),
+                "gain_psnr_y": psnr - bicubic if psnr is not None and bicubic is not None else None,
+                "lr_psnr_y": _number(result.get("lr_psnr_y")),
+                "bicubic_psnr_y": bicubic,
+                "bicubic_ssim_y": _number(result.get("bicubic_ssim_y")),
+                "psnr_rgb": _number(result.get("psnr_rgb")),
+                "params_downscaler": down,
+                "params_upscaler": up,
+                "params_total": down + up if down is not None and up is not None else None,
+                "train_seconds": _number(run.summary.get("train_seconds")),
+                "steps": run.summary.get("global_step"),
+            }
+        )
     return rows
 
 
@@ -287,8 +306,10 @@ COLUMNS = [
     ("LR vs bicubic LR (dB)", lambda r: _fmt(r["lr_psnr_y"], ".2f")),
     ("Bicubic PSNR-Y (dB)", lambda r: _fmt(r["bicubic_psnr_y"], ".2f")),
     ("Bicubic SSIM-Y", lambda r: _fmt(r["bicubic_ssim_y"], ".4f")),
-    ("Params (down + up)",
-     lambda r: f"{format_count(r['params_downscaler'])} + {format_count(r['params_upscaler'])}"),
+    (
+        "Params (down + up)",
+        lambda r: f"{format_count(r['params_downscaler'])} + {format_count(r['params_upscaler'])}",
+    ),
     ("Train time", lambda r: format_seconds(r["train_seconds"])),
     ("Steps", lambda r: MISSING if r["steps"] is None else str(r["steps"])),
 ]
@@ -301,11 +322,14 @@ def table_cells(row: dict) -> list[str]:
 
 def markdown_table(rows: Sequence[dict]) -> str:
     """GitHub Markdown table of the comparison rows."""
+
     def line(cells: Iterable[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
     rule = "|" + "|".join("---" if i < TEXT_COLUMNS else "---:" for i in range(len(COLUMNS))) + "|"
-    return "\n".join([line(t for t, _ in COLUMNS), rule, *(line(table_cells(r)) for r in rows)]) + "\n"
+    return (
+        "\n".join([line(t for t, _ in COLUMNS), rule, *(line(table_cells(r)) for r in rows)]) + "\n"
+    )
 
 
 def rich_table(rows: Sequence[dict], title: str) -> Table:
@@ -329,21 +353,30 @@ def write_csv(rows: Sequence[dict], path: Path) -> None:
 def failed_lines(runs: Iterable[Run]) -> list[str]:
     """``<run>: <why>`` (with the job's overrides) for each run without results."""
     return [
-        f"{run.name}: {run.problem}" + (f" [overrides: {' '.join(run.overrides)}]" if run.overrides else "")
-        for run in runs if run.failed
+        f"{run.name}: {run.problem}"
+        + (f" [overrides: {' '.join(run.overrides)}]" if run.overrides else "")
+        for run in runs
+        if run.failed
     ]
 
 
-def markdown_report(rows: Sequence[dict], runs: Sequence[Run], metric: str,
-                    plots: dict[str, Path], notes: Sequence[str]) -> str:
+def markdown_report(
+    rows: Sequence[dict],
+    runs: Sequence[Run],
+    metric: str,
+    plots: dict[str, Path],
+    notes: Sequence[str],
+) -> str:
     """comparison.md: the table, the failed runs, notes on the plots, links to the PNGs."""
     finished = sum(not r.failed for r in runs)
     parts = [
         "# Comparison\n",
-        f"{finished} of {len(runs)} runs finished; rows sorted by set, scale, then "
-        f"{METRICS[metric][0]} descending. Scores on the Y channel (border = scale); "
-        "\"Gain\" is PSNR-Y minus the Bicubic & Bicubic reference on the same images; "
-        "\"LR vs bicubic LR\" is the LR fidelity (∞ when the LR *is* bicubic).\n",
+        (
+            f"{finished} of {len(runs)} runs finished; rows sorted by set, scale, then "
+            f"{METRICS[metric][0]} descending. Scores on the Y channel (border = scale); "
+            '"Gain" is PSNR-Y minus the Bicubic & Bicubic reference on the same images; '
+            '"LR vs bicubic LR" is the LR fidelity (∞ when the LR *is* bicubic).\n'
+        ),
         markdown_table(rows),
     ]
     failed = failed_lines(runs)
@@ -352,7 +385,11 @@ def markdown_report(rows: Sequence[dict], runs: Sequence[Run], metric: str,
     if notes:
         parts.append("## Notes\n\n" + "\n".join(f"- {note}" for note in notes) + "\n")
     if plots:
-        parts.append("## Plots\n\n" + "\n\n".join(f"![{title}]({path.name})" for title, path in plots.items()) + "\n")
+        parts.append(
+            "## Plots\n\n"
+            + "\n\n".join(f"![{title}]({path.name})" for title, path in plots.items())
+            + "\n"
+        )
     return "\n".join(parts)
 
 
@@ -375,8 +412,12 @@ def series_labels(rows: Sequence[dict]) -> dict[str, str]:
     methods: dict[str, set[str]] = {}
     for row in rows:
         methods.setdefault(row["method"], set()).add(row["run"])
-    return {row["run"]: row["method"] if len(methods[row["method"]]) == 1 else f"{row['method']} [{row['run']}]"
-            for row in rows}
+    return {
+        row["run"]: row["method"]
+        if len(methods[row["method"]]) == 1
+        else f"{row['method']} [{row['run']}]"
+        for row in rows
+    }
 
 
 def curve_labels(runs: Iterable[Run]) -> dict[str, str]:
@@ -385,61 +426,114 @@ def curve_labels(runs: Iterable[Run]) -> dict[str, str]:
     counts: dict[tuple, int] = {}
     for run in finished:
         counts[(run.method, run.scale)] = counts.get((run.method, run.scale), 0) + 1
-    return {run.name: f"{run.method} x{run.scale}" + (f" [{run.name}]" if counts[(run.method, run.scale)] > 1 else "")
-            for run in finished}
+    return {
+        run.name: f"{run.method} x{run.scale}"
+        + (f" [{run.name}]" if counts[(run.method, run.scale)] > 1 else "")
+        for run in finished
+    }
 
 
 def plot_metric_per_set(rows: Sequence[dict], metric: str, path: Path) -> Path:
     """Grouped bars: ``metric`` per set (x) and method (bars), one panel per scale;
-    the Bicubic & Bicubic reference drawn as a dashed black line across each bar."""
-    label, unit, reference_key = METRICS[metric]
+    the Bicubic & Bicubic reference drawn as a dashed black line across each bar.
+    A method keeps its colour in every panel (hatched when it has several runs in one)."""
+    label, unit, _ = METRICS[metric]
     scales = sorted({row["scale"] for row in rows})
+    methods = sorted({row["method"] for row in rows})
+    colors = {method: f"C{i % 10}" for i, method in enumerate(methods)}
     figure = _new_figure(max(5.0, 4.5 * len(scales)), 4.2)
     axes = figure.subplots(1, len(scales), squeeze=False)[0]
     for ax, scale in zip(axes, scales):
-        _bar_panel(ax, [r for r in rows if r["scale"] == scale], metric, reference_key)
+        _bar_panel(ax, [r for r in rows if r["scale"] == scale], metric, colors)
         ax.set_title(f"x{scale}")
         ax.set_xlabel("benchmark set")
         ax.set_ylabel(f"{label} ({unit})" if unit else label)
+    _figure_legend(figure, axes)
     figure.suptitle(f"{label} per set and method (higher is better)")
     figure.savefig(path, dpi=120)
     return path
 
 
-def _bar_panel(ax, rows: Sequence[dict], metric: str, reference_key: str | None) -> None:
+HATCHES = ["", "//", "..", "xx", "\\\\", "++"]
+
+
+def _values(by_set: dict[str, dict], sets: Sequence[str], key: str) -> list[float]:
+    """``row[key]`` per set, NaN where the run has no such set or the value is not finite."""
+    return [by_set[s][key] if s in by_set and _finite(by_set[s].get(key)) else np.nan for s in sets]
+
+
+def _bar_panel(ax, rows: Sequence[dict], metric: str, colors: dict[str, str]) -> None:
+    """One scale: a group of bars per set, one bar per run, the bicubic reference on each."""
+    reference_key = METRICS[metric][2]
     sets = sorted({r["set_name"] for r in rows}, key=natural_key)
     labels = series_labels(rows)
     runs = sorted({r["run"] for r in rows}, key=lambda run: labels[run])
-    width = 0.8 / len(runs)
-    values = []
+    width, plotted, seen = 0.8 / len(runs), [], {}
     for i, run in enumerate(runs):
         by_set = {r["set_name"]: r for r in rows if r["run"] == run}
+        method = next(iter(by_set.values()))["method"]
+        hatch = HATCHES[seen.setdefault(method, 0) % len(HATCHES)]
+        seen[method] += 1
         x = np.arange(len(sets)) - 0.4 + width * (i + 0.5)
-        heights = [by_set[s][metric] if s in by_set and _finite(by_set[s][metric]) else np.nan for s in sets]
-        bars = ax.bar(x, heights, width * 0.92, label=labels[run])
-        ax.bar_label(bars, labels=[_fmt(h, ".2f" if metric != "ssim_y" else ".3f") if not np.isnan(h) else ""
-                                   for h in heights], fontsize=7, padding=1)
-        values += [h for h in heights if not np.isnan(h)]
+        heights = _values(by_set, sets, metric)
+        bars = ax.bar(
+            x, heights, width * 0.92, label=labels[run], color=colors[method], hatch=hatch
+        )
+        digits = ".3f" if metric == "ssim_y" else ".2f"
+        texts = ["" if np.isnan(h) else _fmt(h, digits) for h in heights]
+        crowded = len(runs) * len(sets) > 6
+        ax.bar_label(bars, labels=texts, fontsize=7, padding=1, rotation=90 if crowded else 0)
+        plotted += heights
         if reference_key:
-            refs = [by_set[s][reference_key] if s in by_set and _finite(by_set[s][reference_key]) else np.nan
-                    for s in sets]
-            ax.hlines(refs, x - width / 2, x + width / 2, colors="black", linestyles="--", linewidth=1.2,
-                      label="Bicubic & Bicubic" if i == 0 else None)
-            values += [v for v in refs if not np.isnan(v)]
+            refs = _values(by_set, sets, reference_key)
+            ax.hlines(
+                refs,
+                x - width / 2,
+                x + width / 2,
+                colors="black",
+                linestyles="--",
+                linewidth=1.2,
+                label="Bicubic & Bicubic" if i == 0 else None,
+            )
+            plotted += refs
     ax.set_xticks(np.arange(len(sets)), sets)
-    if values:
-        low, high = min(values), max(values)
-        pad = max((high - low) * 0.15, 0.02 if metric == "ssim_y" else 0.5)
-        ax.set_ylim(max(low - 3 * pad, 0.0), high + 2 * pad)
-    ax.legend(fontsize=7, loc="lower right")
+    _zoom(ax, [v for v in plotted if not np.isnan(v)], metric)
     ax.grid(axis="y", alpha=0.3)
+
+
+def _figure_legend(figure: Figure, axes) -> None:
+    """One legend below all panels, each label once."""
+    entries: dict[str, object] = {}
+    for ax in axes:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(text, handle)
+    ncol = 1 if max(map(len, entries), default=0) > 45 else min(3, len(entries))
+    figure.legend(
+        list(entries.values()),
+        list(entries),
+        loc="outside lower center",
+        ncol=max(ncol, 1),
+        fontsize=7,
+        frameon=False,
+    )
+
+
+def _zoom(ax, values: Sequence[float], metric: str) -> None:
+    """Y range around the values (PSNR differences of tenths of a dB stay visible)."""
+    if not values:
+        return
+    low, high = min(values), max(values)
+    pad = max((high - low) * 0.15, 0.02 if metric == "ssim_y" else 0.5)
+    ax.set_ylim(max(low - 3 * pad, 0.0), high + 2 * pad)
 
 
 def read_metrics_csv(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
     """``column -> [(step, value)]`` from the run's Lightning CSVLogger files (all versions,
     later versions winning on repeated steps, as after a resume); {} when there are none."""
-    files = sorted(run_dir.glob("*/version_*/metrics.csv"),
-                   key=lambda p: (p.parent.parent.name, natural_key(p.parent.name)))
+    files = sorted(
+        run_dir.glob("*/version_*/metrics.csv"),
+        key=lambda p: (p.parent.parent.name, natural_key(p.parent.name)),
+    )
     series: dict[str, dict[float, float]] = {}
     for file in files:
         with file.open(newline="") as handle:
@@ -464,7 +558,9 @@ def _curve(series: dict[str, list], aliases: Sequence[str]) -> list[tuple[float,
     return []
 
 
-def plot_training_curves(curves: dict[str, dict[str, list]], labels: dict[str, str], path: Path) -> Path:
+def plot_training_curves(
+    curves: dict[str, dict[str, list]], labels: dict[str, str], path: Path
+) -> Path:
     """Training loss and validation PSNR-Y against the step, one line per run."""
     figure = _new_figure(11.0, 4.2)
     axes = figure.subplots(1, len(CURVES), squeeze=False)[0]
@@ -474,8 +570,13 @@ def plot_training_curves(curves: dict[str, dict[str, list]], labels: dict[str, s
             points = _curve(series, aliases)
             if points:
                 steps, values = zip(*points)
-                ax.plot(steps, values, marker="o" if len(points) < 20 else None, markersize=3,
-                        label=labels.get(run, run))
+                ax.plot(
+                    steps,
+                    values,
+                    marker="o" if len(points) < 20 else None,
+                    markersize=3,
+                    label=labels.get(run, run),
+                )
                 plotted = True
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
@@ -483,7 +584,14 @@ def plot_training_curves(curves: dict[str, dict[str, list]], labels: dict[str, s
         if plotted:
             ax.legend(fontsize=7)
         else:
-            ax.text(0.5, 0.5, f"no {aliases[0]} logged", ha="center", va="center", transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                f"no {aliases[0]} logged",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
     figure.suptitle("Training curves (from csv/version_*/metrics.csv)")
     figure.savefig(path, dpi=120)
     return path
@@ -503,12 +611,34 @@ def collect_curves(runs: Iterable[Run]) -> tuple[dict[str, dict[str, list]], lis
     return curves, missing
 
 
+def curve_notes(curves: dict[str, dict[str, list]], no_curves: Sequence[str]) -> list[str]:
+    """What the curves leave out: runs without metrics.csv, runs that never logged a curve."""
+    notes = []
+    if no_curves:
+        notes.append(
+            "no training curves (no csv/version_*/metrics.csv; logger=none?) for: "
+            + ", ".join(no_curves)
+        )
+    for column, aliases, _ in CURVES:
+        lacking = [name for name, series in curves.items() if not _curve(series, aliases)]
+        if lacking:
+            notes.append(
+                f"no {column} logged (fewer steps than trainer.log_every_n_steps?) for: "
+                + ", ".join(lacking)
+            )
+    return notes
+
+
 # ---------------------------------------------------------------------------------------------
 # The command
 
 
-def compare(paths: Sequence[str | Path], output: str | Path | None = None, metric: str = "psnr_y",
-            console: Console | None = None) -> dict[str, Path]:
+def compare(
+    paths: Sequence[str | Path],
+    output: str | Path | None = None,
+    metric: str = "psnr_y",
+    console: Console | None = None,
+) -> dict[str, Path]:
     """Read the runs, write comparison.md/.csv and the PNG plots, print the table.
 
     Returns the written files by kind (``md``, ``csv``, ``bars``, ``curves``).
@@ -519,23 +649,25 @@ def compare(paths: Sequence[str | Path], output: str | Path | None = None, metri
     runs, base = collect_runs(paths)
     rows = comparison_rows(runs, metric)
     if not rows:
-        raise NoRunsError(f"none of the {len(runs)} runs under {base} has results to compare:\n  "
-                          + "\n  ".join(failed_lines(runs)))
+        raise NoRunsError(
+            f"none of the {len(runs)} runs under {base} has results to compare:\n  "
+            + "\n  ".join(failed_lines(runs))
+        )
     out = Path(output) if output is not None else base
     out.mkdir(parents=True, exist_ok=True)
     written = {"md": out / "comparison.md", "csv": out / "comparison.csv"}
     write_csv(rows, written["csv"])
 
-    plots, notes = {}, []
+    plots = {}
     written["bars"] = plot_metric_per_set(rows, metric, out / f"{metric}_per_set.png")
     plots[f"{METRICS[metric][0]} per set"] = written["bars"]
     curves, no_curves = collect_curves(runs)
     if curves:
-        written["curves"] = plot_training_curves(curves, curve_labels(runs), out / "training_curves.png")
+        written["curves"] = plot_training_curves(
+            curves, curve_labels(runs), out / "training_curves.png"
+        )
         plots["Training curves"] = written["curves"]
-    if no_curves:
-        notes.append("no training curves (no csv/version_*/metrics.csv; logger=none?) for: "
-                     + ", ".join(no_curves))
+    notes = curve_notes(curves, no_curves)
     written["md"].write_text(markdown_report(rows, runs, metric, plots, notes))
     _print_summary(console, rows, runs, notes, written)
     return written
@@ -547,11 +679,13 @@ def _print_summary(console: Console | None, rows, runs, notes, written) -> None:
         if not console.is_terminal:
             console = Console(width=200)
     finished = sum(not r.failed for r in runs)
-    console.print(rich_table(rows, f"Comparison of {finished} finished runs (Y channel, border = scale)"))
+    console.print(
+        rich_table(rows, f"Comparison of {finished} finished runs (Y channel, border = scale)")
+    )
     for line in failed_lines(runs):
-        console.print(f"[red]failed[/red] {line}", markup=True, highlight=False)
+        console.print(f"[red]failed[/red] {escape(line)}", highlight=False)
     for note in notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {escape(note)}", highlight=False)
     for path in written.values():
         console.print(f"wrote {path}", highlight=False)
 
@@ -560,14 +694,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m taid_car.compare",
         description="Compare finished taid_car runs (a Hydra multirun directory or several run "
-                    "directories): Markdown/CSV table and PNG plots.",
+        "directories): Markdown/CSV table and PNG plots.",
     )
     parser.add_argument("runs", nargs="+", help="a multirun directory, or run directories")
-    parser.add_argument("--output", "-o", default=None,
-                        help="folder for comparison.md/.csv and the plots "
-                             "(default: the multirun directory, or the runs' common parent)")
-    parser.add_argument("--metric", default="psnr_y", choices=list(METRICS),
-                        help="sort key within set and scale, and the bar-chart quantity (default psnr_y)")
+    parser.add_argument(
+        "--output",
+        "-o",
+        default=None,
+        help="folder for comparison.md/.csv and the plots "
+        "(default: the multirun directory, or the runs' common parent)",
+    )
+    parser.add_argument(
+        "--metric",
+        default="psnr_y",
+        choices=list(METRICS),
+        help="sort key within set and scale, and the bar-chart quantity (default psnr_y)",
+    )
     return parser
 
 

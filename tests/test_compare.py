@@ -1,0 +1,322 @@
+"""The comparison command: table logic on hand-written run files, then a tiny real multirun."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+from PIL import Image
+
+from taid_car.compare import (
+    NoRunsError,
+    collect_runs,
+    compare,
+    comparison_rows,
+    format_count,
+    format_seconds,
+    main,
+    read_metrics_csv,
+)
+from taid_car.config import CONFIG_DIR
+from taid_car.run import train
+
+
+def compose_run(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
+    """Compose ``config.yaml`` as the CLI would, with the Hydra runtime set for interpolations."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        if output_dir is not None:
+            cfg.output_dir = str(output_dir)
+        del cfg["hydra"]
+    return cfg
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def assert_png(path: Path) -> None:
+    assert path.is_file(), path
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG" and min(image.size) > 100
+
+
+def failed_job(root: Path, name: str, overrides: list[str]) -> Path:
+    """A job directory as Hydra leaves it when the job dies before writing results."""
+    hydra_dir = root / name / ".hydra"
+    hydra_dir.mkdir(parents=True)
+    (hydra_dir / "config.yaml").write_text("scale: 2\n")
+    (hydra_dir / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    return root / name
+
+
+# --- hand-written runs: fast checks of the table logic ----------------------------------------
+
+
+def fake_run(
+    root: Path,
+    name: str,
+    method: str,
+    scale: int,
+    sets: dict[str, tuple],
+    params=(1000, 2_500_000),
+    seconds=90.0,
+    steps=100,
+    curves: list[str] | None = None,
+) -> Path:
+    """A finished run: ``sets`` maps set name -> (psnr_y, ssim_y, lr_psnr_y, bicubic_psnr_y)."""
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    results = [
+        {
+            "method": method,
+            "set_name": s,
+            "scale": scale,
+            "images": 5,
+            "psnr_y": p,
+            "ssim_y": q,
+            "psnr_rgb": p - 2,
+            "lr_psnr_y": lr,
+            "bicubic_psnr_y": b,
+            "bicubic_ssim_y": 0.9,
+            "per_image": [],
+        }
+        for s, (p, q, lr, b) in sets.items()
+    ]
+    (run / "results.json").write_text(json.dumps(results))
+    (run / "run.json").write_text(
+        json.dumps(
+            {
+                "method": method,
+                "model": method.split(" ")[0],
+                "upscaler": "edsr_tiny",
+                "scale": scale,
+                "params": {"downscaler": params[0], "upscaler": params[1]},
+                "train_seconds": seconds,
+                "global_step": steps,
+                "metrics": {},
+            }
+        )
+    )
+    if curves is not None:
+        (run / "csv" / "version_0").mkdir(parents=True)
+        (run / "csv" / "version_0" / "metrics.csv").write_text("\n".join(curves) + "\n")
+    return run
+
+
+@pytest.fixture
+def fake_multirun(tmp_path) -> Path:
+    root = tmp_path / "multirun"
+    fake_run(
+        root,
+        "0_car_x2",
+        "car & edsr_tiny",
+        2,
+        {"Set14": (30.0, 0.90, 35.0, 29.0), "Set5": (34.0, 0.95, 36.0, 33.0)},
+        curves=[
+            "epoch,step,train/loss,val/psnr_y",
+            "0,0,0.5,",
+            "0,0,,20.0",
+            "0,9,0.2,",
+            "0,9,,25.0",
+        ],
+    )
+    fake_run(
+        root,
+        "1_bicubic_x2",
+        "bicubic & edsr_tiny",
+        2,
+        {"Set5": (35.0, 0.96, math.inf, 33.0)},
+        params=(0, 950),
+        seconds=7200.0,
+    )
+    fake_run(root, "10_taid_x4", "taid & edsr_tiny", 4, {"Set5": (28.0, 0.80, 33.0, 27.5)})
+    failed_job(root, "2_car_x4", ["model=car", "scale=4"])
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    return root
+
+
+def test_rows_sorted_by_set_scale_then_metric(fake_multirun):
+    runs, base = collect_runs([fake_multirun])
+    assert base == fake_multirun.resolve()
+    assert [r.name for r in runs] == ["0_car_x2", "1_bicubic_x2", "2_car_x4", "10_taid_x4"]
+    rows = comparison_rows(runs)
+    assert [(r["set_name"], r["scale"], r["run"]) for r in rows] == [
+        ("Set5", 2, "1_bicubic_x2"),
+        ("Set5", 2, "0_car_x2"),
+        ("Set5", 4, "10_taid_x4"),
+        ("Set14", 2, "0_car_x2"),
+    ]
+    assert rows[1]["gain_psnr_y"] == pytest.approx(1.0)
+    assert rows[1]["params_total"] == 2_501_000 and rows[1]["steps"] == 100
+    by_lr = comparison_rows(runs, metric="lr_psnr_y")
+    assert by_lr[0]["run"] == "1_bicubic_x2"  # inf first
+    by_ssim = comparison_rows(runs, metric="ssim_y")
+    assert [r["run"] for r in by_ssim][:2] == ["1_bicubic_x2", "0_car_x2"]
+
+
+def test_formatting_helpers():
+    assert [format_count(n) for n in (0, 950, 89_123, 1_523_000, None)] == [
+        "0",
+        "950",
+        "89.1k",
+        "1.52M",
+        "–",
+    ]
+    assert [format_seconds(s) for s in (42, 210, 7560, None)] == ["42 s", "3.5 min", "2.1 h", "–"]
+
+
+def test_fake_multirun_report(fake_multirun, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main([str(fake_multirun), "--output", str(out)]) == 0
+    rows = read_csv(out / "comparison.csv")
+    assert len(rows) == 4 and rows[0]["lr_psnr_y"] == "inf" and rows[0]["params_downscaler"] == "0"
+    md = (out / "comparison.md").read_text()
+    assert "| Set5 | x2 | bicubic & edsr_tiny | 1_bicubic_x2 | 35.00 | 0.9600 | +2.00 | ∞ |" in md
+    assert "0 + 950" in md and "1.0k + 2.50M" in md and "2.0 h" in md and "90 s" in md
+    assert "2_car_x4: no results.json" in md and "model=car scale=4" in md
+    assert "1_bicubic_x2" in md.split("## Notes")[1]  # no curves for it, said so
+    assert_png(out / "psnr_y_per_set.png")
+    assert_png(out / "training_curves.png")
+    printed = capsys.readouterr().out
+    assert "failed 2_car_x4" in printed and "Comparison of 3 finished runs" in printed
+
+
+def test_several_run_dirs_default_to_their_common_parent(fake_multirun):
+    written = compare([fake_multirun / "0_car_x2", fake_multirun / "10_taid_x4"], metric="ssim_y")
+    assert written["md"] == fake_multirun.resolve() / "comparison.md"
+    assert {r["run"] for r in read_csv(written["csv"])} == {"0_car_x2", "10_taid_x4"}
+    assert_png(fake_multirun / "ssim_y_per_set.png")
+
+
+def test_metrics_csv_versions_are_merged(tmp_path):
+    for version, text in [
+        (0, "step,train/loss\n0,1.0\n1,0.9\n"),
+        (1, "step,train/loss\n1,0.8\n2,0.7\n"),
+    ]:
+        (tmp_path / "csv" / f"version_{version}").mkdir(parents=True)
+        (tmp_path / "csv" / f"version_{version}" / "metrics.csv").write_text(text)
+    assert read_metrics_csv(tmp_path)["train/loss"] == [(0.0, 1.0), (1.0, 0.8), (2.0, 0.7)]
+
+
+def test_no_runs_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty" / "notes").mkdir(parents=True)
+    assert main([str(tmp_path / "empty")]) == 2
+    assert "no runs found" in capsys.readouterr().err
+    with pytest.raises(NoRunsError, match="not a directory"):
+        collect_runs([tmp_path / "missing"])
+    failed_job(tmp_path / "only_failed", "0_car_x2", ["model=car"])
+    assert main([str(tmp_path / "only_failed")]) == 2
+    assert "0_car_x2: no results.json" in capsys.readouterr().err
+    assert not (tmp_path / "only_failed" / "comparison.md").exists()
+
+
+# --- a tiny real multirun: two trained jobs and one failed -------------------------------------
+
+REAL_OVERRIDES = [
+    "scale=2",
+    "logger=csv",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "data.batch_size=2",
+]
+SETS = ("tiny_a", "tiny_b")  # two small benchmark sets: the table gets a row per set
+
+
+def write_tiny_images(folder: Path, seed: int, count: int = 2, size: int = 48) -> Path:
+    """Smooth random RGB PNGs, small enough that validating and testing take a moment."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    grid = np.linspace(0, 4 * np.pi, size)
+    for i in range(count):
+        phase = rng.uniform(0, np.pi, 3)
+        wave = np.sin(grid[:, None, None] + phase) * np.cos(grid[None, :, None] * (i + 1) + phase)
+        image = 127.5 + 100 * wave + rng.normal(0, 8, (size, size, 3))
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+def tiny_data(cfg: DictConfig, images: Path) -> DictConfig:
+    """Point the job at the tiny folders (train patches, one val set, two test sets)."""
+    with open_dict(cfg):
+        cfg.data.train = str(images / "train")
+        cfg.data.val_sets = {"tiny_val": str(images / "val")}
+        cfg.data.test_sets = {name: str(images / name) for name in SETS}
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def real_multirun(tmp_path_factory) -> Path:
+    """Jobs ``0_bicubic_x2``, ``1_taid_x2`` (2 steps each, as a multirun); ``2_car_x2`` failed."""
+    images = tmp_path_factory.mktemp("images")
+    for seed, name in enumerate(("train", "val", *SETS)):
+        write_tiny_images(images / name, seed, count=4 if name == "train" else 2)
+    root = tmp_path_factory.mktemp("multirun")
+    for num, model in enumerate(["bicubic", "taid"]):
+        cfg = compose_run([f"model={model}", *REAL_OVERRIDES], root / f"{num}_{model}_x2")
+        train(tiny_data(cfg, images))
+    GlobalHydra.instance().clear()
+    failed_job(root, "2_car_x2", ["model=car", "scale=2"])
+    return root
+
+
+@pytest.mark.slow
+def test_real_multirun_comparison(real_multirun, capsys):
+    assert main([str(real_multirun)]) == 0
+    rows = read_csv(real_multirun / "comparison.csv")
+    assert [(r["set_name"], r["scale"]) for r in rows] == [("tiny_a", "2")] * 2 + [
+        ("tiny_b", "2")
+    ] * 2
+    for same_set in (rows[:2], rows[2:]):
+        assert {r["method"] for r in same_set} == {"bicubic & edsr_tiny", "taid & edsr_tiny"}
+        assert float(same_set[0]["psnr_y"]) >= float(same_set[1]["psnr_y"])
+    for row in rows:
+        assert row["steps"] == "2" and float(row["train_seconds"]) > 0
+        assert int(row["params_upscaler"]) > 0
+        gain = float(row["psnr_y"]) - float(row["bicubic_psnr_y"])
+        assert float(row["gain_psnr_y"]) == pytest.approx(gain)
+    for row in rows:
+        if row["method"].startswith("bicubic"):  # fixed bicubic: no weights, LR identical
+            assert row["params_downscaler"] == "0" and row["lr_psnr_y"] == "inf"
+        else:
+            assert int(row["params_downscaler"]) > 0 and math.isfinite(float(row["lr_psnr_y"]))
+
+    md = (real_multirun / "comparison.md").read_text()
+    assert "2 of 3 runs finished" in md and "| tiny_b | x2 | taid & edsr_tiny | 1_taid_x2 |" in md
+    assert "## Failed runs" in md and "2_car_x2: no results.json" in md
+    assert "[overrides: model=car scale=2]" in md
+    assert "## Notes" not in md  # both trained runs have train/loss and val/psnr_y curves
+    assert_png(real_multirun / "psnr_y_per_set.png")
+    assert_png(real_multirun / "training_curves.png")
+    printed = capsys.readouterr().out
+    assert "PSNR-Y (dB)" in printed and "failed 2_car_x2" in printed
+
+
+@pytest.mark.slow
+def test_real_run_without_csv_logs_is_left_out_of_the_curves(real_multirun, tmp_path):
+    """A run directory listed alone (here a copy without its csv/ logs) still gets a table."""
+    run = tmp_path / "0_bicubic_x2"
+    shutil.copytree(
+        real_multirun / "0_bicubic_x2", run, ignore=shutil.ignore_patterns("csv", "checkpoints")
+    )
+    written = compare([run])
+    assert "curves" not in written and not (run / "training_curves.png").exists()
+    assert "no training curves" in written["md"].read_text()
+    assert [r["set_name"] for r in read_csv(written["csv"])] == list(SETS)
