@@ -16,7 +16,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 # Never talk to W&B servers from tests.
 os.environ.setdefault("WANDB_MODE", "offline")
 
-import torch  # noqa: E402
+import torch
 
 DATA_ENV = "TAID_CAR_DATA"
 

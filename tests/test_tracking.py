@@ -13,9 +13,9 @@ import lightning as L
 import pytest
 import torch
 from omegaconf import open_dict
-from test_run import compose_run
 
 from taid_car.run import train
+from test_run import compose_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,7 +109,7 @@ def test_sweep_group_is_shared_in_multirun_only(tmp_path):
 
 def _run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "taid_car.run", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "taid_car.run", *args], check=False, cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -38,7 +38,7 @@ def cubic(x: torch.Tensor, a: float = KEYS_A) -> torch.Tensor:
 
 
 def _output_size(in_size: int, scale: float) -> int:
-    return int(math.ceil(in_size * scale))
+    return math.ceil(in_size * scale)
 
 
 @lru_cache(maxsize=64)

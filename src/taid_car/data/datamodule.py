@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import lightning as L
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from .datasets import TrainPatchDataset

@@ -8,7 +8,15 @@ from taid_car.models.quantize import quantize_8bit
 from taid_car.models.taid import TAIDDownscaler, TAIDUpscaler
 
 __all__ = [
-    "BicubicDownscaler", "BicubicUpscaler", "CARDownscaler", "KernelGenerationNet", "EDSR",
-    "EDSR_PRESETS", "build_edsr", "load_authors_checkpoint", "quantize_8bit",
-    "TAIDDownscaler", "TAIDUpscaler",
+    "EDSR",
+    "EDSR_PRESETS",
+    "BicubicDownscaler",
+    "BicubicUpscaler",
+    "CARDownscaler",
+    "KernelGenerationNet",
+    "TAIDDownscaler",
+    "TAIDUpscaler",
+    "build_edsr",
+    "load_authors_checkpoint",
+    "quantize_8bit",
 ]
