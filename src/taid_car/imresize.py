@@ -50,7 +50,7 @@ def _weights_cached(in_size: int, out_size: int, scale: float, antialias: bool) 
     x = torch.arange(1, out_size + 1, dtype=torch.float64)
     u = x / scale + 0.5 * (1 - 1 / scale)
     left = torch.floor(u - kernel_width / 2)
-    taps = int(math.ceil(kernel_width)) + 2
+    taps = math.ceil(kernel_width) + 2
     indices = left[:, None] + torch.arange(taps, dtype=torch.float64)[None, :]  # 1-based
     dist = u[:, None] - indices
     if scale < 1 and antialias:
