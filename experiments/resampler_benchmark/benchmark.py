@@ -1,7 +1,12 @@
 """Benchmark of the CAR adaptive resampler (``taid_car.ops.adaptive_resample``).
 
 CPU (always): HR B×C×S×S at ×s with k = 3s+1 (default 16×3×192×192 at ×4, k = 13), against
-  (a) ``naive``: what a user would write, one ``F.grid_sample`` per tap, accumulated, and
+  (a) two naive versions of what a user would write, one ``F.grid_sample`` per tap,
+      accumulated: ``naive-slice`` takes each tap's kernel and offsets by indexing
+      (``K[:, t:t+1]``, ``offsets[:, t]``: the typical loop, and the one the issue's timing,
+      ~0.2 s forward and ~3 s backward, describes; every per-tap index backward writes a
+      full-size zero gradient) and ``naive-unbind`` splits them once with ``unbind`` (the
+      stronger baseline, same result), and
   (b) ``floor``: the memory-traffic floor, one read of kernels and offsets (a ``.sum()`` each).
   Modes: ``fwd`` (no autograd), ``fwd+bwd`` (all four inputs need gradients, HR included),
   ``fwd+bwd(K,Δ)`` (HR is data: CAR's training case). Runs are interleaved (each round runs
@@ -64,6 +69,28 @@ def naive_resample(hr, kernels, offsets_h, offsets_v, s):
     return out
 
 
+def naive_resample_slice(hr, kernels, offsets_h, offsets_v, s):
+    """Same as :func:`naive_resample`, written the way a user typically would: each tap's
+    kernel and offsets indexed inside the loop (``K[:, t:t+1]``)."""
+    H, W = hr.shape[-2:]
+    kk, h, w = kernels.shape[1:]
+    k = math.isqrt(kk)
+    p = k // 2
+    xp = F.pad(hr, (p, p, p, p), mode="reflect")
+    Hp, Wp = xp.shape[-2:]
+    cx = ((torch.arange(w, dtype=hr.dtype, device=hr.device) + 0.5) / w * W).view(1, 1, w)
+    cy = ((torch.arange(h, dtype=hr.dtype, device=hr.device) + 0.5) / h * H).view(1, h, 1)
+    out = 0
+    for t in range(kk):
+        ty, tx = divmod(t, k)
+        px = cx + tx + offsets_h[:, t] * s - 0.5
+        py = cy + ty + offsets_v[:, t] * s - 0.5
+        grid = torch.stack([px / (Wp - 1) * 2 - 1, py / (Hp - 1) * 2 - 1], -1)
+        v = F.grid_sample(xp, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        out = out + kernels[:, t : t + 1] * v
+    return out
+
+
 def make_inputs(B, C, S, s, device="cpu", dtype=torch.float32, offset_range=1.0, seed=0):
     g = torch.Generator().manual_seed(seed)
     k = 3 * s + 1
@@ -78,7 +105,8 @@ def make_inputs(B, C, S, s, device="cpu", dtype=torch.float32, offset_range=1.0,
 
 METHODS = {
     "ours": lambda a, s: adaptive_resample(*a, s),
-    "naive": lambda a, s: naive_resample(*a, s),
+    "naive-unbind": lambda a, s: naive_resample(*a, s),
+    "naive-slice": lambda a, s: naive_resample_slice(*a, s),
     "floor": lambda a, s: a[1].sum() + a[2].sum() + a[3].sum(),
 }
 MODES = ("fwd", "fwd+bwd", "fwd+bwd(K,Δ)")
@@ -137,8 +165,10 @@ def cpu_section(args):
     )
     # Agreement where both definitions coincide (no sample leaves the padded image).
     small = make_inputs(2, C, S // 2, s, dtype=torch.float64, offset_range=0.3)
-    diff = (adaptive_resample(*small, s) - naive_resample(*small, s)).abs().max().item()
-    print(f"ours vs naive, |offsets| <= 0.3, float64: max |diff| = {diff:.2e}")
+    ref = adaptive_resample(*small, s)
+    for name, fn in (("naive-unbind", naive_resample), ("naive-slice", naive_resample_slice)):
+        diff = (ref - fn(*small, s)).abs().max().item()
+        print(f"ours vs {name}, |offsets| <= 0.3, float64: max |diff| = {diff:.2e}")
 
     inputs = make_inputs(B, C, S, s)
     for m in METHODS:  # warm-up (JIT cache load, allocator)
@@ -150,12 +180,12 @@ def cpu_section(args):
             for m in METHODS:
                 if m == "floor" and mode != "fwd":
                     continue
-                if m == "naive" and mode != "fwd" and r >= args.naive_bwd_rounds:
+                if m.startswith("naive") and mode != "fwd" and r >= args.naive_bwd_rounds:
                     continue
                 times[(m, mode)].append(run_once(m, mode, inputs, s))
     mem = {}
     if not args.no_memory:
-        for m in ("ours", "naive"):
+        for m in ("ours", "naive-unbind", "naive-slice"):
             for mode in MODES:
                 cmd = [
                     sys.executable,
@@ -176,22 +206,26 @@ def cpu_section(args):
                 mem[(m, mode)] = float(res.stdout.strip().splitlines()[-1])
     rows = []
     print(
-        "\n| mode | method | median ms | min ms | runs | naive/ours (median) | peak extra RSS MiB |"
+        "\n| mode | method | median ms | min ms | runs | naive-unbind/ours median (min) "
+        "| naive-slice/ours median (min) | peak extra RSS MiB |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for mode in MODES:
         for m in METHODS:
             ts = times[(m, mode)]
             if not ts:
                 continue
             med, mn = statistics.median(ts), min(ts)
-            ratio = ""
+            ratios = {}
             if m == "ours":
-                ratio = f"{statistics.median(times[('naive', mode)]) / med:.1f}x"
+                for base in ("naive-unbind", "naive-slice"):
+                    bt = times[(base, mode)]
+                    ratios[base] = (statistics.median(bt) / med, min(bt) / mn)
+            cells = [f"{a:.1f}x ({b:.1f}x)" for a, b in ratios.values()] or ["", ""]
             mm = mem.get((m, mode))
             print(
-                f"| {mode} | {m} | {med * 1e3:.1f} | {mn * 1e3:.1f} | {len(ts)} | {ratio} | "
-                f"{'' if mm is None else f'{mm:.0f}'} |"
+                f"| {mode} | {m} | {med * 1e3:.1f} | {mn * 1e3:.1f} | {len(ts)} | "
+                f"{cells[0]} | {cells[1]} | {'' if mm is None else f'{mm:.0f}'} |"
             )
             rows.append(
                 {
@@ -200,6 +234,8 @@ def cpu_section(args):
                     "median_s": med,
                     "min_s": mn,
                     "runs": len(ts),
+                    "times_s": ts,
+                    "ratios_median_min": ratios,
                     "peak_extra_rss_mib": mm,
                 }
             )
@@ -232,7 +268,7 @@ def gpu_section(args):
         es = inputs[0].element_size()
         moved = (3 * inputs[1].numel() + inputs[0].numel() + inputs[0].numel() // s**2) * es
         for mode in MODES:
-            for m in ("ours", "naive", "floor"):
+            for m in ("ours", "naive-unbind", "naive-slice", "floor"):
                 if m == "floor" and mode != "fwd":
                     continue
                 ms = triton.testing.do_bench(

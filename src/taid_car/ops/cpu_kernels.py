@@ -360,9 +360,10 @@ def pad_channels_last(hr: torch.Tensor, p: int) -> torch.Tensor:
     return xp
 
 
-def forward(hr, kernels, offsets_h, offsets_v, cx, cy, scale: int) -> torch.Tensor:
+def forward(hr, kernels, offsets_h, offsets_v, cx, cy, scale: int, return_padded: bool = False):
     """HR (B,C,H,W) (unpadded), kernels/offsets (B,k²,h,w), centres cx (w,), cy (h,) →
-    (B,C,h,w). Pads internally (reflection by k//2, channels last)."""
+    (B,C,h,w). Pads internally (reflection by k//2, channels last); with ``return_padded``
+    returns (out, padded copy) so that the backward can reuse the copy."""
     B, C = hr.shape[:2]
     kk, h, w = kernels.shape[1:]
     k = math.isqrt(kk)
@@ -376,16 +377,20 @@ def forward(hr, kernels, offsets_h, offsets_v, cx, cy, scale: int) -> torch.Tens
             _check(cx), _check(cy), taps, sf, half,
             taps.dtype.type(Wp - 1), taps.dtype.type(Hp - 1), out.numpy(),
         )
-    return out
+    return (out, xp) if return_padded else out
 
 
-def backward(hr, kernels, offsets_h, offsets_v, cx, cy, scale: int, grad_out, need_x: bool):
-    """Gradients (d hr (B,C,H,W) or None, d kernels, d offsets_h, d offsets_v)."""
+def backward(
+    hr, kernels, offsets_h, offsets_v, cx, cy, scale: int, grad_out, need_x: bool, xp=None
+):
+    """Gradients (d hr (B,C,H,W) or None, d kernels, d offsets_h, d offsets_v). ``xp``: the
+    forward's padded channels-last copy of ``hr`` (rebuilt when None)."""
     B, C, H, W = hr.shape
     kk, h, w = kernels.shape[1:]
     k = math.isqrt(kk)
     p = k // 2
-    xp = pad_channels_last(hr, p)
+    if xp is None:
+        xp = pad_channels_last(hr, p)
     Hp, Wp = xp.shape[1:3]
     work = B * C * kk * h * w
     threads = 1 if work < _SERIAL_WORK else numba.get_num_threads()

@@ -138,8 +138,15 @@ class _AdaptiveResampleFn(torch.autograd.Function):
         cx = lr_centers(w, W, acc, hr.device)
         cy = lr_centers(h, H, acc, hr.device)
         # The CPU kernels pad the image themselves (channels last); Triton takes it padded.
-        src = hr if backend == "cpu" else reflect_pad(hr, p)
-        out = mod.forward(src, kernels, offsets_h, offsets_v, cx, cy, scale)
+        # The CPU backward reuses the forward's padded copy (kept only when a gradient will be
+        # asked for; it is an internal buffer, never handed to the caller).
+        ctx.xp = None
+        if backend == "cpu":
+            out, xp = mod.forward(hr, kernels, offsets_h, offsets_v, cx, cy, scale, True)
+            if any(ctx.needs_input_grad[:4]):
+                ctx.xp = xp
+        else:
+            out = mod.forward(reflect_pad(hr, p), kernels, offsets_h, offsets_v, cx, cy, scale)
         ctx.save_for_backward(hr, kernels, offsets_h, offsets_v, cx, cy)
         ctx.scale, ctx.backend, ctx.p = scale, backend, p
         return out
@@ -151,6 +158,8 @@ class _AdaptiveResampleFn(torch.autograd.Function):
         mod = _kernels_module(ctx.backend)
         need_x = ctx.needs_input_grad[0]
         cpu = ctx.backend == "cpu"
+        extra = {"xp": ctx.xp} if cpu else {}
+        ctx.xp = None
         gxp, gk, gh, gv = mod.backward(
             hr if cpu else reflect_pad(hr, ctx.p),
             kernels,
@@ -161,6 +170,7 @@ class _AdaptiveResampleFn(torch.autograd.Function):
             ctx.scale,
             grad_out.contiguous(),
             need_x,
+            **extra,
         )
         gx = None
         if need_x:  # the CPU kernels return the folded (unpadded) image gradient
