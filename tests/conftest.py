@@ -7,6 +7,7 @@ tests that need real data opt in through ``TAID_CAR_DATA`` (a folder holding Set
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def no_network(monkeypatch) -> None:
+    """Make any socket connection attempt fail (for code that could download)."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access attempted in a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 @pytest.fixture(autouse=True)

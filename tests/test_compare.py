@@ -10,9 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
@@ -26,21 +24,8 @@ from taid_car.compare import (
     main,
     read_metrics_csv,
 )
-from taid_car.config import CONFIG_DIR
 from taid_car.run import train
-
-
-def compose_run(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
-    """Compose ``config.yaml`` as the CLI would, with the Hydra runtime set for interpolations."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        if output_dir is not None:
-            cfg.output_dir = str(output_dir)
-        del cfg["hydra"]
-    return cfg
+from test_run import compose_run
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import socket
 import tarfile
 import zipfile
 from pathlib import Path
@@ -25,14 +24,7 @@ from taid_car.data import (
 )
 from taid_car.data import download as dl
 
-
-@pytest.fixture(autouse=True)
-def _no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted in a test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 def _png_bytes(seed: int, size: int = 24) -> bytes:

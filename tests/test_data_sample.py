@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 
@@ -18,14 +16,7 @@ from taid_car.data import (
 )
 from taid_car.data.sample import SAMPLE_FILES
 
-
-@pytest.fixture(autouse=True)
-def _no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted in a test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 def test_splits_disjoint_and_fixed():
