@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from .datasets import TrainPatchDataset
+from .datasets import BenchmarkDataset, TrainPatchDataset
+from .io import list_images
 from .sources import open_test_sets, resolve_train_source
 
 
@@ -27,6 +29,8 @@ class RescaleDataModule(L.LightningDataModule):
         repeats: patches drawn per training image per epoch.
         modcrop: benchmark HR images are cropped to a multiple of this (scale, or 8 for CAR).
         skip_small: leave out training images smaller than a patch (with a warning) instead of failing.
+        holdout: hold this many images of a training *folder* out of training (evenly spaced in
+            file-name order) and validate on them as ``<folder>_holdout``, before ``val_sets``.
     """
 
     def __init__(
@@ -44,6 +48,7 @@ class RescaleDataModule(L.LightningDataModule):
         skip_small: bool = False,
         augment: bool = True,
         cache: bool = True,
+        holdout: int = 0,
     ) -> None:
         super().__init__()
         patch_size = int(lr_patch_size) * int(scale)
@@ -57,19 +62,40 @@ class RescaleDataModule(L.LightningDataModule):
         self.patch_size, self.batch_size, self.num_workers = patch_size, batch_size, num_workers
         self.repeats, self.modcrop, self.download = repeats, modcrop, download
         self.skip_small, self.augment, self.cache = skip_small, augment, cache
+        self.holdout = int(holdout)
+        self.holdout_name = f"{Path(self.train_spec).name}_holdout" if self.holdout else None
         self.train_set: Dataset | None = None
         self.val_sets: dict[str, Dataset] = {}
         self.test_sets: dict[str, Dataset] = {}
 
+    def _train_and_holdout(self) -> tuple[object, list[Path]]:
+        """Training source, and the files held out of it (empty without ``holdout``)."""
+        source = resolve_train_source(self.train_spec, self.download)
+        if not self.holdout:
+            return source, []
+        if not isinstance(source, Path):
+            raise ValueError(f"data.holdout needs a folder of training images, got data.train={self.train_spec!r}")
+        files = list_images(source)
+        if not 0 < self.holdout < len(files):
+            raise ValueError(f"data.holdout={self.holdout} must be between 1 and {len(files) - 1} "
+                             f"({len(files)} images in {source})")
+        picked = {round(i * (len(files) - 1) / max(self.holdout - 1, 1)) for i in range(self.holdout)}
+        held = [f for i, f in enumerate(files) if i in picked]
+        return [f for i, f in enumerate(files) if i not in picked], held
+
     def setup(self, stage: str | None = None) -> None:
-        if stage in (None, "fit") and self.train_set is None:
-            self.train_set = TrainPatchDataset(
-                resolve_train_source(self.train_spec, self.download),
-                self.patch_size, self.scale, augment=self.augment, repeats=self.repeats,
-                cache=self.cache, skip_small=self.skip_small,
-            )
-        if stage in (None, "fit", "validate") and not self.val_sets and self.val_specs:
-            self.val_sets = self._open(self.val_specs)
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            source, held = self._train_and_holdout()
+            if stage != "validate":
+                self.train_set = TrainPatchDataset(
+                    source, self.patch_size, self.scale, augment=self.augment, repeats=self.repeats,
+                    cache=self.cache, skip_small=self.skip_small,
+                )
+            if held and not self.val_sets:
+                self.val_sets = {self.holdout_name: BenchmarkDataset.from_paths(
+                    held, self.scale, self.modcrop, self.holdout_name, cache=self.cache)}
+        if stage in (None, "fit", "validate") and self.val_specs and not set(self.val_specs) <= set(self.val_sets):
+            self.val_sets.update(self._open(self.val_specs))
         if stage in (None, "test") and not self.test_sets and self.test_specs:
             self.test_sets = self._open(self.test_specs)
 
@@ -78,7 +104,8 @@ class RescaleDataModule(L.LightningDataModule):
 
     @property
     def val_set_names(self) -> list[str]:
-        return list(self.val_specs)
+        """Names in dataloader order: the held-out set first (if any), then ``val_sets``."""
+        return ([self.holdout_name] if self.holdout else []) + list(self.val_specs)
 
     @property
     def test_set_names(self) -> list[str]:

@@ -125,6 +125,20 @@ class BenchmarkDataset(Dataset):
             list_images(folder), scale, modcrop_multiple, name or _set_name(root, folder), cache
         )
 
+    @classmethod
+    def from_paths(
+        cls, paths: Sequence[Path], scale: int, modcrop_multiple: int | None = None, name: str = "images",
+        *, cache: bool = True,
+    ) -> BenchmarkDataset:
+        """A benchmark set made of given image files (e.g. images held out of a training folder)."""
+        paths = [Path(p) for p in paths]
+        if not paths:
+            raise ValueError(f"benchmark set {name!r} needs at least one image file")
+        dataset = cls.__new__(cls)
+        dataset.root = paths[0].parent
+        dataset._setup(paths, scale, modcrop_multiple, name, cache)
+        return dataset
+
     def _setup(
         self,
         paths: Sequence[Path],

@@ -1,0 +1,46 @@
+"""The DataModule: training patches, per-set val/test loaders, a held-out split of a training folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from taid_car.data.datamodule import RescaleDataModule
+
+
+def _folder(tmp_path, count: int):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / f"im{i:02d}.png")
+    return folder
+
+
+def test_holdout_is_disjoint_from_training_and_validated_first(tmp_path):
+    folder = _folder(tmp_path, 7)
+    dm = RescaleDataModule(scale=2, train=str(folder), val_sets={"extra": str(folder)}, lr_patch_size=8,
+                           batch_size=2, holdout=3)
+    dm.setup("fit")
+    assert dm.val_set_names == ["imgs_holdout", "extra"] == list(dm.val_sets)
+    held = set(dm.val_sets["imgs_holdout"].names)
+    trained = set(dm.train_set.names)
+    assert held == {"im00", "im03", "im06"}  # evenly spaced in name order
+    assert not held & trained and len(held | trained) == 7
+    assert len(dm.val_dataloader()) == 2
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["hr"].shape == (2, 3, 16, 16)
+
+
+def test_holdout_needs_a_folder_and_a_sensible_count(tmp_path):
+    folder = _folder(tmp_path, 3)
+    with pytest.raises(ValueError, match="between 1 and 2"):
+        RescaleDataModule(scale=2, train=str(folder), lr_patch_size=8, holdout=3).setup("fit")
+    with pytest.raises(ValueError, match="needs a folder"):
+        RescaleDataModule(scale=2, train="builtin:train", lr_patch_size=8, holdout=1).setup("fit")
+
+
+def test_patch_size_must_fit_the_model_multiple():
+    with pytest.raises(ValueError, match="not a multiple of 8"):
+        RescaleDataModule(scale=3, lr_patch_size=5, modcrop=8)
