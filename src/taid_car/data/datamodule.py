@@ -74,7 +74,7 @@ class RescaleDataModule(L.LightningDataModule):
         if not self.holdout:
             return source, []
         if not isinstance(source, Path):
-            raise ValueError(f"data.holdout needs a folder of training images, got data.train={self.train_spec!r}")
+            raise ValueError(f"data.holdout needs a folder of training images, got data.train={self.train_spec!r}")  # noqa: TRY004 (a config value)
         files = list_images(source)
         if not 0 < self.holdout < len(files):
             raise ValueError(f"data.holdout={self.holdout} must be between 1 and {len(files) - 1} "
