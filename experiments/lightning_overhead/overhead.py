@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from itertools import pairwise
 
 import lightning as L
 import torch
@@ -66,7 +67,7 @@ def plain_steps(rescaler, loader, steps: int) -> list[float]:
         loss.backward()
         optimizer.step()
     starts.append(time.perf_counter())
-    return [b - a for a, b in zip(starts, starts[1:])]
+    return [b - a for a, b in pairwise(starts)]
 
 
 def lightning_steps(rescaler, loader, steps: int, log_every: int) -> list[float]:
@@ -75,7 +76,7 @@ def lightning_steps(rescaler, loader, steps: int, log_every: int) -> list[float]
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                         limit_val_batches=0, log_every_n_steps=log_every, callbacks=[timer])
     trainer.fit(rescaler, train_dataloaders=loader)
-    return [b - a for a, b in zip(timer.starts, timer.starts[1:])]
+    return [b - a for a, b in pairwise(timer.starts)]
 
 
 def main() -> None:
