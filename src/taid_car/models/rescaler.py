@@ -117,11 +117,19 @@ class Rescaler(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         terms = self.compute_losses(batch["hr"])
-        batch_size = batch["hr"].shape[0]
-        for name, value in terms.items():
-            self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=batch_size)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)
+        if self._logging_step():
+            batch_size = batch["hr"].shape[0]
+            for name, value in terms.items():
+                self.log(f"train/{name}", value.detach(), prog_bar=name == "loss", batch_size=batch_size)
+            self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)
         return terms["loss"]
+
+    def _logging_step(self) -> bool:
+        """Training scalars are only written every ``log_every_n_steps``: skip the work otherwise."""
+        trainer = self._trainer
+        if trainer is None or trainer.fast_dev_run:
+            return True
+        return (trainer.global_step + 1) % max(trainer.log_every_n_steps, 1) == 0
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:
