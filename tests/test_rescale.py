@@ -9,31 +9,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf
 from PIL import Image
 
-from taid_car.config import CONFIG_DIR
 from taid_car.data.io import modcrop, read_image
 from taid_car.models.quantize import quantize_8bit
 from taid_car.models.rescaler import load_trained_pair
 from taid_car.rescale import main
+from test_run import compose_run
 
 COMMON = ["--device", "cpu", "--no-progress"]
 
 
-def compose_run(overrides: list[str], output_dir: Path) -> DictConfig:
-    """Compose ``config.yaml`` as the CLI would (as in tests/test_run.py)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.output_dir = str(output_dir)
-        del cfg["hydra"]
-    return cfg
+def cli(command: str, ckpt: Path, source: Path, output: Path | None = None, *extra: str) -> int:
+    """``python -m taid_car.rescale <command> --ckpt ... --input ... [--output ...] <extra>`` on CPU."""
+    argv = [command, "--ckpt", str(ckpt), "--input", str(source)]
+    if output is not None:
+        argv += ["--output", str(output)]
+    return main([*argv, *extra, *COMMON])
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +57,7 @@ def bicubic_ckpt(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bicubic_run")
     cfg = compose_run(["model=bicubic", "upscaler=bicubic", "scale=2"], out)
     path = out / "bicubic.ckpt"
-    torch.save(
-        {"taid_car_config": OmegaConf.to_container(cfg, resolve=True), "state_dict": {}}, path
-    )
+    torch.save({"taid_car_config": OmegaConf.to_container(cfg, resolve=True), "state_dict": {}}, path)
     return path
 
 
@@ -82,9 +73,7 @@ def images(tmp_path) -> Path:
     folder.mkdir()
     rgb = np.stack([_pattern(40, 56, p) for p in (0.0, 1.0, 2.0)], axis=2)
     Image.fromarray(np.round(rgb * 255).astype(np.uint8), "RGB").save(folder / "a.png")
-    Image.fromarray(np.round(_pattern(33, 47, 0.5) * 255).astype(np.uint8), "L").save(
-        folder / "b.png"
-    )
+    Image.fromarray(np.round(_pattern(33, 47, 0.5) * 255).astype(np.uint8), "L").save(folder / "b.png")
     return folder
 
 
@@ -104,21 +93,7 @@ def test_downscale_writes_the_exact_8bit_lr_and_upscale_restores_the_size(
     taid_ckpt, images, tmp_path, caplog
 ):
     lr_dir, sr_dir = tmp_path / "lr", tmp_path / "sr"
-    assert (
-        main(
-            [
-                "downscale",
-                "--ckpt",
-                str(taid_ckpt),
-                "--input",
-                str(images),
-                "--output",
-                str(lr_dir),
-                *COMMON,
-            ]
-        )
-        == 0
-    )
+    assert cli("downscale", taid_ckpt, images, lr_dir) == 0
     assert sorted(p.name for p in lr_dir.iterdir()) == ["a.png", "b.png"]
     assert "b.png: cropped 33x47 -> 32x46" in caplog.text
     for name, size in (("a.png", (20, 28)), ("b.png", (16, 23))):
@@ -126,21 +101,7 @@ def test_downscale_writes_the_exact_8bit_lr_and_upscale_restores_the_size(
         assert lr.shape[-2:] == size
         assert torch.equal(lr, _lr_in_memory(taid_ckpt, images / name))  # the file is the LR
 
-    assert (
-        main(
-            [
-                "upscale",
-                "--ckpt",
-                str(taid_ckpt),
-                "--input",
-                str(lr_dir),
-                "--output",
-                str(sr_dir),
-                *COMMON,
-            ]
-        )
-        == 0
-    )
+    assert cli("upscale", taid_ckpt, lr_dir, sr_dir) == 0
     _, upscaler, _ = load_trained_pair(taid_ckpt)
     for name, size in (("a.png", (40, 56)), ("b.png", (32, 46))):
         sr = read_image(sr_dir / name).tensor
@@ -168,30 +129,13 @@ def test_nothing_is_overwritten_without_the_flag(bicubic_ckpt, images, tmp_path,
     caplog.clear()
     assert main(argv) == 2
     assert (
-        "2 output file(s) already exist" in caplog.text
-        and "a.png" in caplog.text
-        and "b.png" in caplog.text
+        "2 output file(s) already exist" in caplog.text and "a.png" in caplog.text and "b.png" in caplog.text
     )
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert main([*argv, "--overwrite"]) == 0
     assert read_image(out / "a.png").tensor.shape == (3, 20, 28)
     # an output folder that is the input folder would replace the inputs: refused
-    assert (
-        main(
-            [
-                "downscale",
-                "--ckpt",
-                str(bicubic_ckpt),
-                "--input",
-                str(images),
-                "--output",
-                str(images),
-                "--overwrite",
-                *COMMON,
-            ]
-        )
-        == 2
-    )
+    assert cli("downscale", bicubic_ckpt, images, images, "--overwrite") == 2
     assert "would replace input file(s)" in caplog.text
 
 
@@ -202,11 +146,7 @@ def test_roundtrip_scores_and_jpeg_lowers_psnr(taid_ckpt, images, tmp_path, caps
     assert "taid & edsr_tiny x2 round trip" in capsys.readouterr().out
     assert main([*base, "--output", str(jpeg), "--jpeg-quality", "10"]) == 0
     table = (clean / "roundtrip.md").read_text()
-    assert (
-        "| a.png | 40x56 |" in table
-        and "| b.png | 32x46 |" in table
-        and "| mean | 2 images |" in table
-    )
+    assert "| a.png | 40x56 |" in table and "| b.png | 32x46 |" in table and "| mean | 2 images |" in table
     no_jpeg, with_jpeg = _read_csv(clean / "roundtrip.csv"), _read_csv(jpeg / "roundtrip.csv")
     assert set(no_jpeg) == {"a.png", "b.png", "mean"}
     assert no_jpeg["b.png"]["size"] == "32x46"
@@ -238,26 +178,9 @@ def test_bicubic_pair_matches_the_bicubic_reference(bicubic_ckpt, images, tmp_pa
     assert float(rows["mean"]["jpeg_psnr_y"]) < float(rows["mean"]["psnr_y"]) - 3
     for row in rows.values():
         assert row["psnr_y"] == row["bicubic_psnr_y"] and row["ssim_y"] == row["bicubic_ssim_y"]
-        assert (
-            row["jpeg_psnr_y"] == row["bicubic_jpeg_psnr_y"]
-            and row["jpeg_bpp"] == row["bicubic_jpeg_bpp"]
-        )
+        assert row["jpeg_psnr_y"] == row["bicubic_jpeg_psnr_y"] and row["jpeg_bpp"] == row["bicubic_jpeg_bpp"]
         assert math.isinf(float(row["lr_psnr_y"]))  # the LR is the bicubic LR
-    assert (
-        main(
-            [
-                "downscale",
-                "--ckpt",
-                str(bicubic_ckpt),
-                "--input",
-                str(images),
-                "--output",
-                str(lr_dir),
-                *COMMON,
-            ]
-        )
-        == 0
-    )
+    assert cli("downscale", bicubic_ckpt, images, lr_dir) == 0
     with Image.open(lr_dir / "b.png") as gray, Image.open(lr_dir / "a.png") as rgb:
         assert (gray.mode, rgb.mode) == ("L", "RGB")  # a gray source keeps a gray LR file
 
@@ -292,27 +215,8 @@ def test_bad_files_are_skipped_by_name_or_fatal(bicubic_ckpt, with_bad_files, tm
     for name in ("a.png", "d_truncated.png"):
         (late / name).write_bytes((with_bad_files / name).read_bytes())
     caplog.clear()
-    assert (
-        main(
-            [
-                "downscale",
-                "--ckpt",
-                str(bicubic_ckpt),
-                "--input",
-                str(late),
-                "--output",
-                str(tmp_path / "late_out"),
-                "--on-error",
-                "fail",
-                *COMMON,
-            ]
-        )
-        == 1
-    )
-    assert (
-        "d_truncated.png" in caplog.text
-        and "stopping after 1 completed file(s): a.png" in caplog.text
-    )
+    assert cli("downscale", bicubic_ckpt, late, tmp_path / "late_out", "--on-error", "fail") == 1
+    assert "d_truncated.png" in caplog.text and "stopping after 1 completed file(s): a.png" in caplog.text
     assert [p.name for p in (tmp_path / "late_out").iterdir()] == ["a.png"]
 
     only_bad = tmp_path / "only_bad"
@@ -340,21 +244,7 @@ def test_clear_errors_for_checkpoint_and_input(bicubic_ckpt, images, tmp_path, c
     assert run(bicubic_ckpt, tmp_path / "empty") == 2
     assert "no image files" in caplog.text
     Image.open(images / "a.png").save(images / "a.jpg")
-    assert (
-        main(
-            [
-                "downscale",
-                "--ckpt",
-                str(bicubic_ckpt),
-                "--input",
-                str(images),
-                "--output",
-                str(tmp_path / "o"),
-                *COMMON,
-            ]
-        )
-        == 2
-    )
+    assert cli("downscale", bicubic_ckpt, images, tmp_path / "o") == 2
     assert "same output file (same stem): a.jpg, a.png" in caplog.text
     with pytest.raises(SystemExit):
         main(

@@ -46,47 +46,47 @@ import torch.nn.functional as F
 from taid_car.ops import adaptive_resample
 
 
-def naive_resample(hr, kernels, offsets_h, offsets_v, s):
-    """One ``grid_sample`` per tap. Same result as the op wherever no sample leaves the padded
-    image (``padding_mode='border'`` clamps the coordinate, the authors clamp the corners)."""
+def _naive_setup(hr, kernels):
+    """Reflection-padded HR, LR pixel centres (1,1,w) and (1,h,1) in HR pixels, and k."""
     H, W = hr.shape[-2:]
     kk, h, w = kernels.shape[1:]
     k = math.isqrt(kk)
     p = k // 2
     xp = F.pad(hr, (p, p, p, p), mode="reflect")
-    Hp, Wp = xp.shape[-2:]
     cx = ((torch.arange(w, dtype=hr.dtype, device=hr.device) + 0.5) / w * W).view(1, 1, w)
     cy = ((torch.arange(h, dtype=hr.dtype, device=hr.device) + 0.5) / h * H).view(1, h, 1)
+    return xp, cx, cy, k
+
+
+def _naive_tap(xp, cx, cy, t, k, dh, dv, s):
+    """Bilinear samples (B,C,h,w) of tap ``t`` with offsets ``dh``, ``dv`` (B,h,w): one grid_sample."""
+    Hp, Wp = xp.shape[-2:]
+    ty, tx = divmod(t, k)
+    px = cx + tx + dh * s - 0.5
+    py = cy + ty + dv * s - 0.5
+    grid = torch.stack([px / (Wp - 1) * 2 - 1, py / (Hp - 1) * 2 - 1], -1)
+    return F.grid_sample(xp, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def naive_resample(hr, kernels, offsets_h, offsets_v, s):
+    """One ``grid_sample`` per tap, taps split once with ``unbind``. Same result as the op wherever
+    no sample leaves the padded image (``padding_mode='border'`` clamps the coordinate, the
+    authors clamp the corners)."""
+    xp, cx, cy, k = _naive_setup(hr, kernels)
     out = 0
     taps = zip(kernels.unbind(1), offsets_h.unbind(1), offsets_v.unbind(1))
     for t, (kt, dh, dv) in enumerate(taps):
-        ty, tx = divmod(t, k)
-        px = cx + tx + dh * s - 0.5
-        py = cy + ty + dv * s - 0.5
-        grid = torch.stack([px / (Wp - 1) * 2 - 1, py / (Hp - 1) * 2 - 1], -1)
-        v = F.grid_sample(xp, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        out = out + kt[:, None] * v
+        out = out + kt[:, None] * _naive_tap(xp, cx, cy, t, k, dh, dv, s)
     return out
 
 
 def naive_resample_slice(hr, kernels, offsets_h, offsets_v, s):
     """Same as :func:`naive_resample`, written the way a user typically would: each tap's
     kernel and offsets indexed inside the loop (``K[:, t:t+1]``)."""
-    H, W = hr.shape[-2:]
-    kk, h, w = kernels.shape[1:]
-    k = math.isqrt(kk)
-    p = k // 2
-    xp = F.pad(hr, (p, p, p, p), mode="reflect")
-    Hp, Wp = xp.shape[-2:]
-    cx = ((torch.arange(w, dtype=hr.dtype, device=hr.device) + 0.5) / w * W).view(1, 1, w)
-    cy = ((torch.arange(h, dtype=hr.dtype, device=hr.device) + 0.5) / h * H).view(1, h, 1)
+    xp, cx, cy, k = _naive_setup(hr, kernels)
     out = 0
-    for t in range(kk):
-        ty, tx = divmod(t, k)
-        px = cx + tx + offsets_h[:, t] * s - 0.5
-        py = cy + ty + offsets_v[:, t] * s - 0.5
-        grid = torch.stack([px / (Wp - 1) * 2 - 1, py / (Hp - 1) * 2 - 1], -1)
-        v = F.grid_sample(xp, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    for t in range(kernels.shape[1]):
+        v = _naive_tap(xp, cx, cy, t, k, offsets_h[:, t], offsets_v[:, t], s)
         out = out + kernels[:, t : t + 1] * v
     return out
 
@@ -292,17 +292,13 @@ def gpu_section(args):
 
 
 def main():
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--channels", type=int, default=3)
     ap.add_argument("--size", type=int, default=192)
     ap.add_argument("--scale", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
-    ap.add_argument(
-        "--naive-bwd-rounds", type=int, default=3, help="rounds for naive fwd+bwd (slow)"
-    )
+    ap.add_argument("--naive-bwd-rounds", type=int, default=3, help="rounds for naive fwd+bwd (slow)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--probe", nargs=2, metavar=("METHOD", "MODE"), help=argparse.SUPPRESS)
