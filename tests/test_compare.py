@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 from PIL import Image
@@ -24,6 +25,10 @@ from taid_car.compare import (
     main,
     read_metrics_csv,
 )
+from taid_car.crops import aligned_box, load_pair, render
+from taid_car.crops import main as crops_main
+from taid_car.data.io import read_image
+from taid_car.metrics import psnr_y
 from taid_car.run import train
 from test_run import compose_run
 
@@ -305,3 +310,41 @@ def test_real_run_without_csv_logs_is_left_out_of_the_curves(real_multirun, tmp_
     assert "curves" not in written and not (run / "training_curves.png").exists()
     assert "no training curves" in written["md"].read_text()
     assert [r["set_name"] for r in read_csv(written["csv"])] == list(SETS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Side-by-side crops of the same tiny multirun (taid_car.crops)
+
+
+def test_aligned_box_snaps_to_the_scale_and_stays_inside():
+    assert aligned_box((5, 7, 30), 4, 40, 48) == (4, 4, 28)
+    assert aligned_box((100, 100, 96), 2, 40, 48) == (0, 8, 40)  # too big and too far: clipped
+    assert aligned_box((0, 0, 1), 4, 40, 48) == (0, 0, 4)
+
+
+@pytest.mark.slow
+def test_crops_of_a_real_multirun(real_multirun, tmp_path):
+    image = write_tiny_images(tmp_path / "img", seed=7, count=1, size=44) / "img0.png"
+    runs = [run for run in collect_runs([real_multirun])[0] if not run.failed]
+    hr = read_image(image).tensor[None, :, :40, :40]
+    renditions = render(hr, False, 2, [load_pair(run) for run in runs])
+    assert [r.method for r in renditions] == ["Bicubic & Bicubic", "bicubic & edsr_tiny", "taid & edsr_tiny"]
+    reference, bicubic_run, taid_run = renditions
+    assert torch.equal(bicubic_run.lr, reference.lr) and math.isinf(bicubic_run.lr_psnr_y)
+    assert math.isfinite(taid_run.lr_psnr_y) and taid_run.sr.shape == hr.shape
+    expected = psnr_y(reference.sr, hr, crop_border=2)
+    assert reference.psnr_y == pytest.approx(float(expected))
+
+    out = tmp_path / "figs"
+    assert crops_main([str(real_multirun), "--image", str(image), "--box", "3", "5", "20", "--output", str(out)]) == 0
+    assert [p.name for p in out.iterdir()] == ["crops_x2_img0.png"]
+    assert_png(out / "crops_x2_img0.png")
+
+
+def test_crops_errors_name_the_problem(real_multirun, tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    assert crops_main([str(real_multirun), "--image", str(bad)]) == 2
+    assert "broken.png" in capsys.readouterr().err
+    assert crops_main([str(tmp_path), "--image", str(bad)]) == 2
+    assert "no runs found" in capsys.readouterr().err

@@ -1,0 +1,191 @@
+"""Side-by-side LR and SR crops of the trained runs of a sweep, one figure per scale.
+
+    python -m taid_car.crops multirun/<date> --image ../shared/data/Set5/butterfly.png --box 96 64 96
+    python -m taid_car.crops outputs/car_x4/<date> outputs/taid_x4/<date> --image img.png --output figs/
+
+For every finished run below the given directories (as found by ``taid_car.compare``), the
+checkpoint ``taid_car.run`` tested (the best one; ``last.ckpt`` when there is none) is loaded,
+the image is downscaled, rounded to 8 bit and upscaled, and the same HR box is cut from every
+result. Each figure has one column per method, Bicubic & Bicubic first and the HR last; the top
+row shows the LR (nearest-neighbour enlarged ``scale`` times, so one LR pixel is a visible
+block), the bottom row the SR. Titles give the whole-image PSNR-Y of the SR (border = scale)
+and the LR fidelity (PSNR-Y of the LR against the bicubic LR).
+
+Writes ``crops_x<scale>_<image>.png`` into the common parent directory (or ``--output``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from taid_car.benchmark import rescale
+from taid_car.compare import NoRunsError, Run, collect_runs, natural_key
+from taid_car.data.io import ImageError, read_image
+from taid_car.imresize import bicubic_downscale, bicubic_upscale
+from taid_car.metrics import psnr_y
+from taid_car.models.quantize import quantize_8bit
+from taid_car.models.rescaler import load_trained_pair
+
+REFERENCE = "Bicubic & Bicubic"
+
+
+@dataclass
+class Rendition:
+    """One method's result on the image: LR (1,3,H/s,W/s) and SR (1,3,H,W) in [0,1], scores in dB."""
+
+    method: str
+    lr: torch.Tensor
+    sr: torch.Tensor
+    psnr_y: float
+    lr_psnr_y: float
+
+
+def tested_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint a run was tested with: the best one kept, else ``last.ckpt``."""
+    folder = run_dir / "checkpoints"
+    kept = sorted(p for p in folder.glob("*.ckpt") if p.name != "last.ckpt") if folder.is_dir() else []
+    if kept:
+        return kept[-1]
+    if (folder / "last.ckpt").is_file():
+        return folder / "last.ckpt"
+    raise FileNotFoundError(f"{run_dir}: no checkpoint in {folder}")
+
+
+def aligned_box(box: Sequence[int], scale: int, height: int, width: int) -> tuple[int, int, int]:
+    """(top, left, size) in HR px moved down to multiples of ``scale`` and clipped into the image."""
+    top, left, size = (int(v) for v in box)
+    size = max(scale, min(size, height, width) // scale * scale)
+    top = min(max(top, 0), height - size) // scale * scale
+    left = min(max(left, 0), width - size) // scale * scale
+    return top, left, size
+
+
+@dataclass
+class TrainedPair:
+    """A finished run's tested downscaler/upscaler and the HR side multiple its downscaler needs."""
+
+    method: str
+    downscaler: torch.nn.Module
+    upscaler: torch.nn.Module
+    multiple: int
+
+
+def load_pair(run: Run) -> TrainedPair:
+    downscaler, upscaler, config = load_trained_pair(tested_checkpoint(run.path))
+    multiple = int(config.get("model", {}).get("multiple") or 1)
+    return TrainedPair(run.method, downscaler.eval(), upscaler.eval(), multiple)
+
+
+def render(hr: torch.Tensor, is_gray: bool, scale: int, pairs: Sequence[TrainedPair]) -> list[Rendition]:
+    """Bicubic & Bicubic plus every pair's downscale -> 8 bit -> upscale of ``hr`` (1,3,H,W)."""
+    bicubic_lr = quantize_8bit(bicubic_downscale(hr, scale))
+    gray = torch.tensor([is_gray])
+
+    def scored(method: str, lr: torch.Tensor, sr: torch.Tensor) -> Rendition:
+        sr = sr.clamp(0, 1)
+        return Rendition(
+            method,
+            lr.clamp(0, 1),
+            sr,
+            float(psnr_y(sr, hr, crop_border=scale, is_gray=gray)),
+            float(psnr_y(lr, bicubic_lr, is_gray=gray)),
+        )
+
+    renditions = [scored(REFERENCE, bicubic_lr, bicubic_upscale(bicubic_lr, scale))]
+    with torch.no_grad():
+        for pair in pairs:
+            renditions.append(scored(pair.method, *rescale(pair.downscaler, pair.upscaler, hr)))
+    return renditions
+
+
+def _show(ax, image: torch.Tensor, title: str) -> None:
+    ax.imshow(image[0].permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def crop_figure(
+    renditions: Sequence[Rendition], hr: torch.Tensor, scale: int, box: tuple[int, int, int], name: str
+) -> Figure:
+    """Two rows (LR enlarged, SR) x one column per rendition plus an HR column."""
+    top, left, size = box
+    columns = len(renditions) + 1
+    figure = Figure(figsize=(2.3 * columns, 5.0), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2, columns, squeeze=False)
+    t, lft, n = top // scale, left // scale, size // scale
+    for col, r in enumerate(renditions):
+        lr_crop = F.interpolate(r.lr[..., t:t + n, lft:lft + n], scale_factor=scale, mode="nearest")
+        fidelity = "LR = bicubic LR" if math.isinf(r.lr_psnr_y) else f"LR vs bicubic {r.lr_psnr_y:.1f} dB"
+        _show(axes[0, col], lr_crop, f"{r.method}\n{fidelity}")
+        _show(axes[1, col], r.sr[..., top:top + size, left:left + size], f"SR {r.psnr_y:.2f} dB")
+    hr_crop = hr[..., top:top + size, left:left + size]
+    _show(axes[0, -1], hr_crop, "HR")
+    _show(axes[1, -1], hr_crop, "HR")
+    axes[0, 0].set_ylabel(f"LR (nearest x{scale})")
+    axes[1, 0].set_ylabel("SR")
+    figure.suptitle(f"{name}, x{scale}: box {size}x{size} at ({top}, {left}) HR px; "
+                    "PSNR-Y over the whole image", fontsize=9)
+    return figure
+
+
+def write_crops(
+    paths: Sequence[str | Path], image: str | Path, box: Sequence[int], output: str | Path | None = None
+) -> list[Path]:
+    """One ``crops_x<scale>_<image>.png`` per scale found among the finished runs under ``paths``."""
+    runs, base = collect_runs(paths)
+    finished = [run for run in runs if not run.failed]
+    if not finished:
+        raise NoRunsError(f"no finished run under {', '.join(map(str, paths))}")
+    loaded = read_image(image)
+    out_dir = Path(output) if output else base
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for scale in sorted({run.scale for run in finished}):
+        at_scale = sorted((r for r in finished if r.scale == scale), key=lambda r: natural_key(r.method))
+        pairs = [load_pair(run) for run in at_scale]
+        multiple = math.lcm(scale, *(pair.multiple for pair in pairs))
+        height, width = (s // multiple * multiple for s in loaded.tensor.shape[-2:])
+        if min(height, width) < multiple:
+            raise ImageError(loaded.path, f"too small for x{scale} (needs at least {multiple} px a side)")
+        hr = loaded.tensor[None, :, :height, :width]
+        renditions = render(hr, loaded.is_gray, scale, pairs)
+        cut = aligned_box(box, scale, height, width)
+        figure = crop_figure(renditions, hr, scale, cut, loaded.path.name)
+        path = out_dir / f"crops_x{scale}_{loaded.path.stem}.png"
+        figure.savefig(path, dpi=110)
+        written.append(path)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m taid_car.crops", description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", help="multirun or run directories written by taid_car.run")
+    parser.add_argument("--image", required=True, help="HR image file (PNG, BMP, ...)")
+    parser.add_argument("--box", nargs=3, type=int, default=(0, 0, 96), metavar=("TOP", "LEFT", "SIZE"),
+                        help="HR crop in pixels, aligned down to the scale (default: 0 0 96)")
+    parser.add_argument("--output", help="folder for the PNGs (default: the runs' common parent)")
+    args = parser.parse_args(argv)
+    try:
+        paths = write_crops(args.runs, args.image, args.box, args.output)
+    except (NoRunsError, ImageError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
