@@ -216,3 +216,29 @@ def test_cpu_backward_reuses_forward_padding_and_repeats():
     assert_all_close((out.detach(), list(first)), want, atol=1e-10, what="first backward")
     for a, b in zip(first, second):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+THREADS_PROBE = """
+import torch
+from taid_car.ops import adaptive_resample
+before = torch.get_num_threads()
+hr = torch.rand(2, 3, 64, 64, requires_grad=True)
+kernels = torch.full((2, 25, 32, 32), 1 / 25)
+offsets = torch.zeros(2, 25, 32, 32)
+adaptive_resample(hr, kernels, offsets, offsets, 2, backend="cpu").sum().backward()
+print(before, torch.get_num_threads())
+"""
+
+
+def test_cpu_backend_leaves_torch_thread_count_alone():
+    """numba's OpenMP pool shares the runtime with torch: a user's OMP_NUM_THREADS=1 (one job per
+    core) must survive the first resampler call instead of becoming numba's all-core default."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("NUMBA_NUM_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", THREADS_PROBE], env=env, capture_output=True,
+                         text=True, check=True, timeout=120)
+    assert out.stdout.split() == ["1", "1"]

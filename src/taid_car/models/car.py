@@ -135,6 +135,9 @@ def _head(width: int, taps: int, tanh: bool) -> nn.Sequential:
     return nn.Sequential(*layers, *([nn.Tanh()] if tanh else []))
 
 
+KERNEL_NORMS = ("clamp", "softmax")
+
+
 class KernelOutputs(NamedTuple):
     """Kernel-net outputs, each (B,k²,H/s,W/s): kernels sum to 1 over dim 1, offsets in [-1,1]."""
 
@@ -151,6 +154,9 @@ class KernelGenerationNet(nn.Module):
         stem, mid, trunk: widths (authors: 64, 128, 256).
         n_res_blocks: residual blocks at 1/4 resolution (authors: 5).
         pad_input: reflect-pad HR sides up to a multiple of the net's stride instead of raising.
+        kernel_norm: how raw tap weights become a kernel summing to 1: ``clamp`` (the authors':
+            clamp to [1e-6, 1], divide by the sum; a clamped tap gets no gradient) or
+            ``softmax`` over the k² taps (every tap keeps a gradient; an ablation, not the paper).
     """
 
     def __init__(
@@ -161,8 +167,12 @@ class KernelGenerationNet(nn.Module):
         n_res_blocks: int = 5,
         trunk: int = 256,
         pad_input: bool = False,
+        kernel_norm: str = "clamp",
     ) -> None:
         super().__init__()
+        if kernel_norm not in KERNEL_NORMS:
+            raise ValueError(f"kernel_norm must be one of {KERNEL_NORMS}, got {kernel_norm!r}")
+        self.kernel_norm = kernel_norm
         (f1, f2, f3), up = car_geometry(scale)
         self.scale = scale
         self.k_size = kernel_size_for(scale)
@@ -222,8 +232,12 @@ class KernelGenerationNet(nn.Module):
         x = self.ds_8(x)
 
         kt = self.kernels_trunk(x)
-        weights = self.kernels_weight(kt).clamp(1e-6, 1.0)
-        kernels = weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-6)
+        raw = self.kernels_weight(kt)
+        if self.kernel_norm == "softmax":
+            kernels = torch.softmax(raw, dim=1)
+        else:
+            weights = raw.clamp(1e-6, 1.0)
+            kernels = weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-6)
         ot = self.offsets_trunk(x)
         offsets_h = self.offsets_h_generation(ot)
         offsets_v = self.offsets_v_generation(ot)
@@ -251,7 +265,7 @@ class CARDownscaler(nn.Module):
     Args:
         scale: downscaling factor, one of :data:`CAR_SCALES`.
         preset: kernel-net widths from :data:`CAR_PRESETS` (``paper`` or ``small``).
-        pad_input: see :class:`KernelGenerationNet`.
+        pad_input, kernel_norm: see :class:`KernelGenerationNet`.
         backend: resampler backend for :func:`taid_car.ops.adaptive_resample` (None: auto/env).
         **widths: overrides of the preset (``stem``, ``mid``, ``n_res_blocks``, ``trunk``).
 
@@ -264,6 +278,7 @@ class CARDownscaler(nn.Module):
         preset: str = "paper",
         pad_input: bool = False,
         backend: str | None = None,
+        kernel_norm: str = "clamp",
         **widths: Any,
     ) -> None:
         super().__init__()
@@ -277,7 +292,7 @@ class CARDownscaler(nn.Module):
         self.scale = scale
         self.backend = backend
         self.kernel_net = KernelGenerationNet(
-            scale, pad_input=pad_input, **{**CAR_PRESETS[preset], **widths}
+            scale, pad_input=pad_input, kernel_norm=kernel_norm, **{**CAR_PRESETS[preset], **widths}
         )
 
     @property

@@ -334,21 +334,33 @@ def _check(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
+def _thread_count(work: int) -> int:
+    """Threads for one call: 1 for tiny problems (no parallel wake-up), else torch's thread
+    count (so ``torch.set_num_threads`` / ``OMP_NUM_THREADS`` govern both), capped by numba's pool."""
+    if work < _SERIAL_WORK:
+        return 1
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
 class _Threads:
-    """Run one call on a single thread when the problem is tiny (no parallel wake-up)."""
+    """Run one call on :func:`_thread_count` threads and leave numba's and torch's thread
+    counts as found: numba's OpenMP layer shares the runtime with torch, and without the
+    restore its first parallel call would raise torch's count to numba's (all cores)."""
 
     def __init__(self, work: int) -> None:
-        self.serial = work < _SERIAL_WORK
-        self.prev = 0
+        self.threads = _thread_count(work)
+        self.prev_numba = self.prev_torch = 0
 
-    def __enter__(self) -> None:
-        if self.serial:
-            self.prev = numba.get_num_threads()
-            numba.set_num_threads(1)
+    def __enter__(self) -> _Threads:  # noqa: PYI034
+        self.prev_torch = torch.get_num_threads()  # first: starting numba's pool may change it
+        self.prev_numba = numba.get_num_threads()
+        numba.set_num_threads(self.threads)
+        return self
 
     def __exit__(self, *exc) -> None:
-        if self.serial:
-            numba.set_num_threads(self.prev)
+        numba.set_num_threads(self.prev_numba)
+        if torch.get_num_threads() != self.prev_torch:
+            torch.set_num_threads(self.prev_torch)
 
 
 def pad_channels_last(hr: torch.Tensor, p: int) -> torch.Tensor:
@@ -393,7 +405,7 @@ def backward(
         xp = pad_channels_last(hr, p)
     Hp, Wp = xp.shape[1:3]
     work = B * C * kk * h * w
-    threads = 1 if work < _SERIAL_WORK else numba.get_num_threads()
+    threads = _thread_count(work)
     bands = 1 if B >= threads else min(h, -(-threads // B))
     if need_x:
         gbuf = torch.zeros(bands, B, Hp, Wp, C, dtype=hr.dtype)
