@@ -261,7 +261,7 @@ def real_multirun(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("multirun")
     for num, model in enumerate(["bicubic", "taid"]):
         cfg = compose_run([f"model={model}", *REAL_OVERRIDES], root / f"{num}_{model}_x2")
-        train(tiny_data(cfg, images))
+        train(tiny_data(cfg, images), multirun=True)
     GlobalHydra.instance().clear()
     failed_job(root, "2_car_x2", ["model=car", "scale=2"])
     return root

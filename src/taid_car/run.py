@@ -22,9 +22,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from taid_car.baseline import baseline_config, gain_lines, gains, wants_baseline
 from taid_car.config import CONFIG_DIR
-from taid_car.models.rescaler import Rescaler, count_parameters
-from taid_car.report import COLUMNS, print_results, write_results
+from taid_car.models.rescaler import Rescaler, count_parameters, init_upscaler_from
+from taid_car.report import COLUMNS, markdown_table, print_results, write_results
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,17 @@ def method_name(cfg: DictConfig) -> str:
 
 
 def build_rescaler(cfg: DictConfig, val_set_names=(), test_set_names=()) -> Rescaler:
-    """The LightningModule the config describes (modules built by Hydra's ``instantiate``)."""
+    """The LightningModule the config describes (modules built by Hydra's ``instantiate``).
+
+    ``upscaler.init_from`` (a checkpoint of this suite) initialises the upscaler's weights.
+    """
+    upscaler = instantiate(cfg.upscaler.net)
+    if cfg.upscaler.get("init_from"):
+        init_upscaler_from(upscaler, cfg.upscaler.init_from, cfg.upscaler.name, cfg.scale)
+        log.info("upscaler initialised from %s", cfg.upscaler.init_from)
     return Rescaler(
         downscaler=instantiate(cfg.model.downscaler),
-        upscaler=instantiate(cfg.upscaler.net),
+        upscaler=upscaler,
         scale=cfg.scale,
         loss_weights=OmegaConf.to_container(cfg.model.loss_weights),
         quantize=cfg.model.quantize,
@@ -48,6 +56,7 @@ def build_rescaler(cfg: DictConfig, val_set_names=(), test_set_names=()) -> Resc
         test_set_names=test_set_names,
         method=method_name(cfg),
         config=OmegaConf.to_container(cfg, resolve=True),
+        downscaler_lr_scale=cfg.model.get("downscaler_lr_scale", 1.0),
     )
 
 
@@ -92,8 +101,8 @@ def run_summary(cfg: DictConfig, params: dict, train_seconds: float, trainer: L.
     }
 
 
-def train(cfg: DictConfig) -> dict:
-    """Fit, optionally test; returns ``{"metrics": ..., "results": [SetResult], "model": ...}``."""
+def fit_and_test(cfg: DictConfig) -> dict:
+    """Fit, optionally test and write results files; returns ``{"metrics", "results", "model", "trainer", "summary"}``."""
     apply_seed(cfg)
     continue_wandb_run(cfg)
     datamodule = instantiate(cfg.data)
@@ -110,19 +119,54 @@ def train(cfg: DictConfig) -> dict:
     train_seconds = time.perf_counter() - started
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
-    results = []
+    results, summary = [], None
     if cfg.get("test") and datamodule.test_set_names:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         results = model.test_results
         log_results_table(trainer, results)
+        summary = run_summary(cfg, params, train_seconds, trainer, metrics)
         if trainer.is_global_zero:
-            out_dir = Path(cfg.output_dir)
-            write_results(results, out_dir, extra=run_summary(cfg, params, train_seconds, trainer, metrics))
-            print_results(results, title=f"{method_name(cfg)} x{cfg.scale} (Y channel, border = scale)")
-            log.info("results written to %s", out_dir / "results.md")
-    return {"metrics": metrics, "results": results, "model": model, "trainer": trainer}
+            write_results(results, cfg.output_dir, extra=summary)
+    return {"metrics": metrics, "results": results, "model": model, "trainer": trainer, "summary": summary}
+
+
+def train(cfg: DictConfig, multirun: bool = False) -> dict:
+    """Fit and test the configured pair; then, when ``baseline`` asks for it (single runs of a
+    learned downscaler by default), bicubic + the same upscaler on the same schedule, and the
+    difference per test set. Prints the results table; returns :func:`fit_and_test`'s dict
+    plus ``baseline`` (its results, or None)."""
+    outcome = fit_and_test(cfg)
+    outcome["baseline"] = None
+    trainer, results = outcome["trainer"], outcome["results"]
+    if not results or not trainer.is_global_zero:
+        return outcome
+    out_dir = Path(cfg.output_dir)
+    title = f"{method_name(cfg)} x{cfg.scale} (Y channel, border = scale)"
+    if not wants_baseline(cfg, multirun):
+        print_results(results, title=title)
+        log.info("results written to %s", out_dir / "results.md")
+        return outcome
+
+    log.info("training the baseline: bicubic + the same upscaler, same schedule (baseline=false skips it)")
+    base = fit_and_test(baseline_config(cfg))
+    outcome["baseline"] = base["results"]
+    lines = gain_lines(results, base["results"], steps=trainer.global_step)
+    summary = {**outcome["summary"], "baseline": {
+        "method": base["summary"]["method"], "train_seconds": base["summary"]["train_seconds"],
+        "global_step": base["summary"]["global_step"], "per_set": gains(results, base["results"]),
+    }}
+    write_results(results, out_dir, extra=summary)
+    with (out_dir / "results.md").open("a") as handle:
+        handle.write("\nBaseline, bicubic + the same upscaler on the same schedule (`baseline/`):\n\n")
+        handle.write(markdown_table(base["results"]))
+        handle.write("\n" + "\n".join(f"- {line}" for line in lines) + "\n")
+    print_results([*results, *base["results"]], title=title)
+    for line in lines:
+        print(line)
+    log.info("results written to %s", out_dir / "results.md")
+    return outcome
 
 
 def _close_wandb(exit_code: int) -> None:
@@ -140,7 +184,7 @@ def main(cfg: DictConfig) -> float | None:
     run is closed as failed, and the sweep goes on; a single run re-raises the error.
     """
     try:
-        outcome = train(cfg)
+        outcome = train(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
     except Exception as err:
         _close_wandb(exit_code=1)
         if HydraConfig.get().mode != RunMode.MULTIRUN:

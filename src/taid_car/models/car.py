@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from taid_car.models.edsr import MeanShift
+from taid_car.models.kernel_prior import KERNEL_PRIORS, prior_kernel_2d
 from taid_car.ops import adaptive_resample
 
 LEAKY_SLOPE = 0.2
@@ -137,6 +138,9 @@ def _head(width: int, taps: int, tanh: bool) -> nn.Sequential:
 
 KERNEL_NORMS = ("clamp", "softmax")
 
+#: Peak raw weight of a kernel prior under the ``clamp`` norm (room to move both ways in [1e-6, 1]).
+PRIOR_PEAK = 0.5
+
 
 class KernelOutputs(NamedTuple):
     """Kernel-net outputs, each (B,k²,H/s,W/s): kernels sum to 1 over dim 1, offsets in [-1,1]."""
@@ -157,6 +161,11 @@ class KernelGenerationNet(nn.Module):
         kernel_norm: how raw tap weights become a kernel summing to 1: ``clamp`` (the authors':
             clamp to [1e-6, 1], divide by the sum; a clamped tap gets no gradient) or
             ``softmax`` over the k² taps (every tap keeps a gradient; an ablation, not the paper).
+        kernel_prior: ``None`` (the authors') or one of :data:`~taid_car.models.kernel_prior.KERNEL_PRIORS`:
+            the kernel head's output is added to a fixed positive antialiasing kernel (raw
+            weights peaking at :data:`PRIOR_PEAK` under ``clamp``, log-weights under ``softmax``)
+            and the last convs of the kernel and offset heads start at zero, so at step 0 the net
+            is that fixed-kernel downscaler with zero offsets and training moves it from there.
     """
 
     def __init__(
@@ -168,8 +177,11 @@ class KernelGenerationNet(nn.Module):
         trunk: int = 256,
         pad_input: bool = False,
         kernel_norm: str = "clamp",
+        kernel_prior: str | None = None,
     ) -> None:
         super().__init__()
+        if kernel_prior is not None and kernel_prior not in KERNEL_PRIORS:
+            raise ValueError(f"kernel_prior must be null or one of {KERNEL_PRIORS}, got {kernel_prior!r}")
         if kernel_norm not in KERNEL_NORMS:
             raise ValueError(f"kernel_norm must be one of {KERNEL_NORMS}, got {kernel_norm!r}")
         self.kernel_norm = kernel_norm
@@ -191,6 +203,17 @@ class KernelGenerationNet(nn.Module):
         self.offsets_trunk = _trunk(trunk, up)
         self.offsets_h_generation = _head(trunk, taps, tanh=True)
         self.offsets_v_generation = _head(trunk, taps, tanh=True)
+
+        self.kernel_prior = kernel_prior
+        if kernel_prior is not None:
+            prior = prior_kernel_2d(kernel_prior, scale, self.k_size).view(1, taps, 1, 1)
+            offset = prior.log() if kernel_norm == "softmax" else prior * (PRIOR_PEAK / prior.max())
+            # not persistent: the authors' kgn.pth has no such key, and the prior is rebuilt from config
+            self.register_buffer("prior_raw", offset, persistent=False)
+            for head in (self.kernels_weight, self.offsets_h_generation, self.offsets_v_generation):
+                last = head[4]
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
 
     def _check_shape(self, hr: torch.Tensor) -> None:
         if hr.ndim != 4 or hr.shape[1] != 3:
@@ -233,6 +256,8 @@ class KernelGenerationNet(nn.Module):
 
         kt = self.kernels_trunk(x)
         raw = self.kernels_weight(kt)
+        if self.kernel_prior is not None:
+            raw = raw + self.prior_raw
         if self.kernel_norm == "softmax":
             kernels = torch.softmax(raw, dim=1)
         else:
@@ -265,7 +290,7 @@ class CARDownscaler(nn.Module):
     Args:
         scale: downscaling factor, one of :data:`CAR_SCALES`.
         preset: kernel-net widths from :data:`CAR_PRESETS` (``paper`` or ``small``).
-        pad_input, kernel_norm: see :class:`KernelGenerationNet`.
+        pad_input, kernel_norm, kernel_prior: see :class:`KernelGenerationNet`.
         backend: resampler backend for :func:`taid_car.ops.adaptive_resample` (None: auto/env).
         **widths: overrides of the preset (``stem``, ``mid``, ``n_res_blocks``, ``trunk``).
 
@@ -279,6 +304,7 @@ class CARDownscaler(nn.Module):
         pad_input: bool = False,
         backend: str | None = None,
         kernel_norm: str = "clamp",
+        kernel_prior: str | None = None,
         **widths: Any,
     ) -> None:
         super().__init__()
@@ -292,7 +318,8 @@ class CARDownscaler(nn.Module):
         self.scale = scale
         self.backend = backend
         self.kernel_net = KernelGenerationNet(
-            scale, pad_input=pad_input, kernel_norm=kernel_norm, **{**CAR_PRESETS[preset], **widths}
+            scale, pad_input=pad_input, kernel_norm=kernel_norm, kernel_prior=kernel_prior,
+            **{**CAR_PRESETS[preset], **widths},
         )
 
     @property

@@ -51,6 +51,8 @@ class Rescaler(L.LightningModule):
         val_set_names / test_set_names: one name per val/test dataloader, in order.
         method: label for tables, e.g. ``"car & edsr"``.
         config: the run's resolved config, saved in checkpoints to rebuild the modules.
+        downscaler_lr_scale: the downscaler's learning rate is the optimiser's times this
+            (its own parameter group; the scheduler scales both groups alike).
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class Rescaler(L.LightningModule):
         test_set_names: Sequence[str] = (),
         method: str = "",
         config: dict | None = None,
+        downscaler_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.downscaler, self.upscaler, self.scale = downscaler, upscaler, int(scale)
@@ -79,6 +82,9 @@ class Rescaler(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.val_set_names, self.test_set_names = list(val_set_names), list(test_set_names)
         self.method, self.config = method, config
+        if not downscaler_lr_scale > 0:
+            raise ValueError(f"downscaler_lr_scale must be > 0, got {downscaler_lr_scale}")
+        self.downscaler_lr_scale = float(downscaler_lr_scale)
         self.val_metrics = nn.ModuleList(self._val_collection() for _ in self.val_set_names)
         self.test_metrics = nn.ModuleList(self._test_collection() for _ in self.test_set_names)
         self.test_results: list[SetResult] = []
@@ -134,7 +140,13 @@ class Rescaler(L.LightningModule):
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise ValueError("Rescaler needs an `optimizer` (a partial, e.g. torch.optim.Adam)")
-        optimizer = self.optimizer_factory(params=self.parameters())
+        groups = [{"params": list(self.upscaler.parameters())}]
+        down = list(self.downscaler.parameters())
+        if down:
+            groups.append({"params": down})
+        optimizer = self.optimizer_factory(params=groups)
+        if down:
+            optimizer.param_groups[1]["lr"] *= self.downscaler_lr_scale
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
@@ -218,19 +230,44 @@ def load_trained_pair(ckpt_path: str | Path) -> tuple[nn.Module, nn.Module, dict
     from hydra.utils import instantiate
 
     path = Path(ckpt_path)
+    checkpoint, config = _read_run_checkpoint(path)
+    downscaler = instantiate(config["model"]["downscaler"])
+    upscaler = instantiate(config["upscaler"]["net"])
+    for prefix, module in (("downscaler.", downscaler), ("upscaler.", upscaler)):
+        _load_part(module, checkpoint, prefix, path)
+    return downscaler, upscaler, config
+
+
+def _read_run_checkpoint(path: Path) -> tuple[dict, dict]:
+    """(checkpoint, its run config) of a ``taid_car.run`` checkpoint; errors name the file."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     config = checkpoint.get("taid_car_config") if isinstance(checkpoint, dict) else None
     if not config:
         raise ValueError(f"{path}: not a taid_car checkpoint (no 'taid_car_config' entry)")
-    downscaler = instantiate(config["model"]["downscaler"])
-    upscaler = instantiate(config["upscaler"]["net"])
+    return checkpoint, config
+
+
+def _load_part(module: nn.Module, checkpoint: dict, prefix: str, path: Path) -> None:
     state = checkpoint["state_dict"]
-    for prefix, module in (("downscaler.", downscaler), ("upscaler.", upscaler)):
-        part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        try:
-            module.load_state_dict(part)
-        except RuntimeError as err:
-            raise ValueError(f"{path}: weights do not fit the saved config's {prefix[:-1]}: {err}") from err
-    return downscaler, upscaler, config
+    part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        module.load_state_dict(part)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not fit the saved config's {prefix[:-1]}: {err}") from err
+
+
+def init_upscaler_from(upscaler: nn.Module, ckpt_path: str | Path, upscaler_name: str, scale: int) -> dict:
+    """Load the upscaler weights of another run's checkpoint (e.g. a ``model=bicubic`` run) into
+    ``upscaler``; refuses a checkpoint trained with another upscaler or scale. Returns its config."""
+    path = Path(ckpt_path)
+    checkpoint, config = _read_run_checkpoint(path)
+    theirs = (config.get("upscaler", {}).get("name"), config.get("scale"))
+    if theirs != (upscaler_name, int(scale)):
+        raise ValueError(
+            f"upscaler.init_from={path}: that checkpoint was trained with upscaler={theirs[0]} "
+            f"scale={theirs[1]}; this run is upscaler={upscaler_name} scale={scale}"
+        )
+    _load_part(upscaler, checkpoint, "upscaler.", path)
+    return config

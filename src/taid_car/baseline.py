@@ -1,0 +1,92 @@
+"""The fair baseline of a learned downscaler: bicubic LR + the *same* upscaler, same schedule.
+
+A single ``python -m taid_car.run model=car`` answers "did the learned downscaler help?" only
+beside this row: Bicubic & Bicubic is beaten by any trained upscaler. :func:`baseline_config`
+turns a run's config into the bicubic run with the same upscaler, data (and HR crops), trainer,
+optimiser, scheduler and seed; :func:`gain_lines` states the difference per test set.
+
+``baseline`` in ``config.yaml``: ``auto`` (on for a single run of a learned downscaler, off in
+multirun sweeps, where bicubic is a job of its own), ``true`` or ``false``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from taid_car.config import CONFIG_DIR
+from taid_car.results import SetResult
+
+BASELINE_MODEL = "bicubic"
+BASELINE_CHOICES = ("auto", True, False)
+
+#: Differences smaller than this (dB) are called level: the run-to-run spread measured in
+#: ``experiments/cpu_study`` (one seed, same configuration, validation schedule changed) is ~0.15 dB.
+NOISE_DB = 0.1
+
+
+def wants_baseline(cfg: DictConfig, multirun: bool) -> bool:
+    """Whether this run trains the bicubic + same-upscaler baseline after its own test."""
+    choice = cfg.get("baseline", "auto")
+    if choice not in BASELINE_CHOICES:
+        raise ValueError(f"baseline must be one of auto, true, false; got {choice!r}")
+    if not cfg.get("test") or cfg.model.name == BASELINE_MODEL:
+        return False
+    return (not multirun) if choice == "auto" else bool(choice)
+
+
+def baseline_config(cfg: DictConfig) -> DictConfig:
+    """The bicubic run matching ``cfg``: same everything but the downscaler, in ``<run>/baseline``.
+
+    The HR crop multiple of the learned run (e.g. 8 for CAR) is kept, so both are scored on the
+    same pixels; loggers are reduced to CSV (one W&B run per command); the upscaler starts as the
+    learned run's does (``upscaler.init_from`` is kept).
+    """
+    base = cfg.copy()
+    with open_dict(base):
+        base.model = OmegaConf.load(Path(CONFIG_DIR, "model", f"{BASELINE_MODEL}.yaml"))
+        base.data.modcrop = int(cfg.data.modcrop)
+        base.output_dir = str(Path(cfg.output_dir) / "baseline")
+        base.baseline = False
+        base.ckpt_path = None
+        base.logger = {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger",
+                               "save_dir": "${output_dir}", "name": "csv"}}
+    return base
+
+
+def gain_lines(learned: Sequence[SetResult], baseline: Sequence[SetResult], steps: int | None = None) -> list[str]:
+    """One sentence per test set: learned minus baseline PSNR-Y / SSIM-Y, and whether it helped."""
+    by_set = {r.set_name: r for r in baseline}
+    budget = f", same {steps} steps" if steps else ""
+    lines = []
+    for r in learned:
+        b = by_set.get(r.set_name)
+        if b is None:
+            continue
+        gain = r.psnr_y - b.psnr_y
+        verdict = (
+            "helped" if gain > NOISE_DB else "did not help" if gain < -NOISE_DB
+            else f"is level with it (within the ~{NOISE_DB} dB run-to-run spread)"
+        )
+        lines.append(
+            f"{r.set_name} x{r.scale}: {r.method} {r.psnr_y:.2f} dB vs {b.method} {b.psnr_y:.2f} dB "
+            f"(same upscaler{budget}): {gain:+.2f} dB PSNR-Y, {r.ssim_y - b.ssim_y:+.4f} SSIM-Y; "
+            f"the learned downscaler {verdict}."
+        )
+    return lines
+
+
+def gains(learned: Sequence[SetResult], baseline: Sequence[SetResult]) -> dict[str, dict[str, float]]:
+    """{set: {psnr_y, ssim_y, baseline_psnr_y, baseline_ssim_y, gain_psnr_y, gain_ssim_y}} for run.json."""
+    by_set = {r.set_name: r for r in baseline}
+    return {
+        r.set_name: {
+            "psnr_y": r.psnr_y, "ssim_y": r.ssim_y,
+            "baseline_psnr_y": by_set[r.set_name].psnr_y, "baseline_ssim_y": by_set[r.set_name].ssim_y,
+            "gain_psnr_y": r.psnr_y - by_set[r.set_name].psnr_y,
+            "gain_ssim_y": r.ssim_y - by_set[r.set_name].ssim_y,
+        }
+        for r in learned if r.set_name in by_set
+    }
