@@ -40,12 +40,13 @@ def build_rescaler(cfg: DictConfig, val_set_names=(), test_set_names=()) -> Resc
 
     ``upscaler.init_from`` (a checkpoint of this suite) initialises the upscaler's weights.
     """
+    downscaler = instantiate(cfg.model.downscaler)  # first: the seed gives the same weights as before
     upscaler = instantiate(cfg.upscaler.net)
     if cfg.upscaler.get("init_from"):
         init_upscaler_from(upscaler, cfg.upscaler.init_from, cfg.upscaler.name, cfg.scale)
         log.info("upscaler initialised from %s", cfg.upscaler.init_from)
     return Rescaler(
-        downscaler=instantiate(cfg.model.downscaler),
+        downscaler=downscaler,
         upscaler=upscaler,
         scale=cfg.scale,
         loss_weights=OmegaConf.to_container(cfg.model.loss_weights),

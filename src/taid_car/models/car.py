@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from taid_car.models.edsr import MeanShift
-from taid_car.models.kernel_prior import KERNEL_PRIORS, prior_kernel_2d
+from taid_car.models.kernel_prior import KERNEL_PRIORS, SIGNED_PRIORS, prior_kernel_2d
 from taid_car.ops import adaptive_resample
 
 LEAKY_SLOPE = 0.2
@@ -136,7 +136,7 @@ def _head(width: int, taps: int, tanh: bool) -> nn.Sequential:
     return nn.Sequential(*layers, *([nn.Tanh()] if tanh else []))
 
 
-KERNEL_NORMS = ("clamp", "softmax")
+KERNEL_NORMS = ("clamp", "softmax", "signed")
 
 #: Peak raw weight of a kernel prior under the ``clamp`` norm (room to move both ways in [1e-6, 1]).
 PRIOR_PEAK = 0.5
@@ -160,7 +160,10 @@ class KernelGenerationNet(nn.Module):
         pad_input: reflect-pad HR sides up to a multiple of the net's stride instead of raising.
         kernel_norm: how raw tap weights become a kernel summing to 1: ``clamp`` (the authors':
             clamp to [1e-6, 1], divide by the sum; a clamped tap gets no gradient) or
-            ``softmax`` over the k² taps (every tap keeps a gradient; an ablation, not the paper).
+            ``softmax`` over the k² taps (every tap keeps a gradient; an ablation, not the paper), or
+            ``signed``: ``raw + (1 - Σ raw) / k²``, kernels of any sign summing to 1 (an ablation
+            that drops CAR's positivity, so that a prior can be bicubic itself, negative lobes
+            included).
         kernel_prior: ``None`` (the authors') or one of :data:`~taid_car.models.kernel_prior.KERNEL_PRIORS`:
             the kernel head's output is added to a fixed positive antialiasing kernel (raw
             weights peaking at :data:`PRIOR_PEAK` under ``clamp``, log-weights under ``softmax``)
@@ -182,6 +185,9 @@ class KernelGenerationNet(nn.Module):
         super().__init__()
         if kernel_prior is not None and kernel_prior not in KERNEL_PRIORS:
             raise ValueError(f"kernel_prior must be null or one of {KERNEL_PRIORS}, got {kernel_prior!r}")
+        if kernel_prior in SIGNED_PRIORS and kernel_norm != "signed":
+            raise ValueError(f"kernel_prior={kernel_prior} has negative taps: it needs kernel_norm=signed, "
+                             f"not {kernel_norm!r}")
         if kernel_norm not in KERNEL_NORMS:
             raise ValueError(f"kernel_norm must be one of {KERNEL_NORMS}, got {kernel_norm!r}")
         self.kernel_norm = kernel_norm
@@ -207,7 +213,7 @@ class KernelGenerationNet(nn.Module):
         self.kernel_prior = kernel_prior
         if kernel_prior is not None:
             prior = prior_kernel_2d(kernel_prior, scale, self.k_size).view(1, taps, 1, 1)
-            offset = prior.log() if kernel_norm == "softmax" else prior * (PRIOR_PEAK / prior.max())
+            offset = {"softmax": prior.log(), "signed": prior}.get(kernel_norm, prior * (PRIOR_PEAK / prior.max()))
             # not persistent: the authors' kgn.pth has no such key, and the prior is rebuilt from config
             self.register_buffer("prior_raw", offset, persistent=False)
             for head in (self.kernels_weight, self.offsets_h_generation, self.offsets_v_generation):
@@ -260,6 +266,8 @@ class KernelGenerationNet(nn.Module):
             raw = raw + self.prior_raw
         if self.kernel_norm == "softmax":
             kernels = torch.softmax(raw, dim=1)
+        elif self.kernel_norm == "signed":
+            kernels = raw + (1 - raw.sum(dim=1, keepdim=True)) / raw.shape[1]
         else:
             weights = raw.clamp(1e-6, 1.0)
             kernels = weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-6)

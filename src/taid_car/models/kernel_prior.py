@@ -12,6 +12,9 @@ kernels are positive. Two positive stand-ins, both separable (outer product of o
 * ``bicubic``: the non-negative least-squares fit of ``A @ K`` to the 1-D bicubic weights;
 * ``gaussian``: a sampled Gaussian whose σ minimises the same squared error.
 
+For the ablation that drops CAR's positivity (``kernel_norm=signed``), ``bicubic_signed`` is the
+unconstrained least-squares fit, negative lobes included.
+
 A floor added to the 2-D kernel keeps every tap above CAR's clamp (1e-6), so no tap starts
 without a gradient.
 """
@@ -25,7 +28,10 @@ import torch
 
 from taid_car.imresize import cubic
 
-KERNEL_PRIORS = ("bicubic", "gaussian")
+KERNEL_PRIORS = ("bicubic", "gaussian", "bicubic_signed")
+
+#: Priors with negative taps: only for CAR's ``signed`` kernel norm (an ablation: CAR's are positive).
+SIGNED_PRIORS = ("bicubic_signed",)
 
 #: Floor added to every tap of the 2-D prior, relative to its peak (keeps outer taps trainable).
 PRIOR_FLOOR = 1e-3
@@ -73,7 +79,8 @@ def _nnls(matrix: np.ndarray, target: np.ndarray, iterations: int = 5000) -> np.
 
 
 def prior_kernel_1d(kind: str, scale: int, k: int) -> np.ndarray:
-    """(k,) non-negative 1-D tap weights (sum 1) of prior ``kind`` (:data:`KERNEL_PRIORS`) at ``scale``."""
+    """(k,) 1-D tap weights (sum 1) of prior ``kind`` (:data:`KERNEL_PRIORS`) at ``scale``;
+    non-negative except for :data:`SIGNED_PRIORS`."""
     if kind not in KERNEL_PRIORS:
         raise ValueError(f"unknown kernel prior {kind!r}; choose one of {KERNEL_PRIORS} (or null)")
     offsets, target = bicubic_pixel_weights(scale)
@@ -81,6 +88,8 @@ def prior_kernel_1d(kind: str, scale: int, k: int) -> np.ndarray:
     taps = np.arange(k) - k // 2
     if kind == "bicubic":
         weights = _nnls(matrix, target)
+    elif kind == "bicubic_signed":
+        weights = np.linalg.lstsq(matrix, target, rcond=None)[0]
     else:
         sigmas = np.linspace(0.2, 2.0 * scale, 2000)
         errors = [np.sum((matrix @ _gaussian(taps, s) - target) ** 2) for s in sigmas]
@@ -94,13 +103,15 @@ def _gaussian(taps: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def prior_kernel_2d(kind: str, scale: int, k: int) -> torch.Tensor:
-    """(k², ) prior kernel, tap t = ty·k + tx, all taps > 0, summing to 1 (float32).
+    """(k², ) prior kernel, tap t = ty·k + tx, summing to 1 (float32).
 
-    The outer product of the 1-D kernel plus :data:`PRIOR_FLOOR` times its peak on every tap.
+    The outer product of the 1-D kernel; positive priors get :data:`PRIOR_FLOOR` times the peak
+    added on every tap (all taps > 0).
     """
     one = prior_kernel_1d(kind, scale, k)
     two = np.outer(one, one)
-    two = two + PRIOR_FLOOR * two.max()
+    if kind not in SIGNED_PRIORS:
+        two = two + PRIOR_FLOOR * two.max()
     return torch.from_numpy((two / two.sum()).reshape(-1)).float()
 
 
