@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cpu_study"))
-from ablations import value_at  # noqa: E402
-from diagnose import kernel_statistics, rescaler_from, t91_batch  # noqa: E402
+from ablations import value_at
+from diagnose import kernel_statistics, rescaler_from, t91_batch
 
-from taid_car.compare import find_run_dirs, read_metrics_csv, read_overrides  # noqa: E402
-from taid_car.crops import tested_checkpoint  # noqa: E402
+from taid_car.compare import find_run_dirs, read_metrics_csv, read_overrides
+from taid_car.crops import tested_checkpoint
 
 SKIP = ("experiment=", "data_root=", "scheduler.T_max=", "test=", "hydra.")
 SHORT = {
@@ -77,7 +77,7 @@ def main() -> None:
             scale = int(config["scale"])
             hr = batches.setdefault(scale, t91_batch(args.data, size=math.lcm(96, scale, 8)))
             with torch.no_grad():
-                _, _, k2, taps, offset = kernel_statistics(rescaler, hr)
+                _, _, _, taps, offset = kernel_statistics(rescaler, hr)
         changes = " ".join(short(o) for o in read_overrides(run) if not o.startswith(SKIP))
         cells = [fmt(hold), fmt(set5), fmt(fidelity), fmt(tests.get("Set5", math.nan)),
                  fmt(tests.get("Set14", math.nan)), fmt(taps), "–" if math.isnan(offset) else f"{offset:.3f}"]
