@@ -99,3 +99,20 @@ def test_downscaler_learning_rate_scale(tmp_path):
     assert len(bicubic.param_groups) == 1  # no downscaler parameters, no empty group
     with pytest.raises(ValueError, match="downscaler_lr_scale"):
         build_rescaler(compose_run(["model=car", "model.downscaler_lr_scale=0"], tmp_path))
+
+
+def test_pretrain_steps_start_the_learned_run_and_the_baseline_from_one_bicubic_upscaler(tmp_path):
+    from taid_car.run import pretrain_upscaler
+
+    cfg = compose_run(["model=car", "scale=2", "pretrain_steps=2", *TINY], tmp_path)
+    ckpt = pretrain_upscaler(cfg)
+    assert ckpt == tmp_path / "pretrain" / "checkpoints" / "last.ckpt" and ckpt.is_file()
+    assert cfg.upscaler.init_from == str(ckpt)
+    pretrained = torch.load(ckpt, weights_only=False)
+    assert pretrained["taid_car_config"]["model"]["name"] == "bicubic" and pretrained["global_step"] == 2
+    for config in (cfg, baseline_config(cfg)):
+        upscaler = build_rescaler(config).upscaler
+        for name, value in upscaler.state_dict().items():
+            torch.testing.assert_close(value, pretrained["state_dict"][f"upscaler.{name}"], rtol=0, atol=0)
+    outcome = train(cfg)  # reuses the pretrained checkpoint, then learned run + baseline
+    assert outcome["baseline"] and (tmp_path / "baseline" / "results.json").is_file()

@@ -7,6 +7,10 @@ optimiser, scheduler and seed; :func:`gain_lines` states the difference per test
 
 ``baseline`` in ``config.yaml``: ``auto`` (on for a single run of a learned downscaler, off in
 multirun sweeps, where bicubic is a job of its own), ``true`` or ``false``.
+
+``pretrain_steps`` (default 0): first train bicubic + the upscaler for that many steps
+(:func:`pretrain_config`, into ``<run>/pretrain``) and start both the learned run's upscaler and
+the baseline's from it (``upscaler.init_from``), so the two still get equal budgets.
 """
 
 from __future__ import annotations
@@ -37,23 +41,39 @@ def wants_baseline(cfg: DictConfig, multirun: bool) -> bool:
     return (not multirun) if choice == "auto" else bool(choice)
 
 
-def baseline_config(cfg: DictConfig) -> DictConfig:
-    """The bicubic run matching ``cfg``: same everything but the downscaler, in ``<run>/baseline``.
+def bicubic_counterpart(cfg: DictConfig, subdir: str) -> DictConfig:
+    """``cfg`` with the bicubic downscaler, into ``<run>/<subdir>``, everything else the same.
 
     The HR crop multiple of the learned run (e.g. 8 for CAR) is kept, so both are scored on the
-    same pixels; loggers are reduced to CSV (one W&B run per command); the upscaler starts as the
-    learned run's does (``upscaler.init_from`` is kept).
+    same pixels; loggers are reduced to CSV (one W&B run per command).
     """
     base = cfg.copy()
     with open_dict(base):
         base.model = OmegaConf.load(Path(CONFIG_DIR, "model", f"{BASELINE_MODEL}.yaml"))
         base.data.modcrop = int(cfg.data.modcrop)
-        base.output_dir = str(Path(cfg.output_dir) / "baseline")
+        base.output_dir = str(Path(cfg.output_dir) / subdir)
         base.baseline = False
+        base.pretrain_steps = 0
         base.ckpt_path = None
         base.logger = {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger",
                                "save_dir": "${output_dir}", "name": "csv"}}
     return base
+
+
+def baseline_config(cfg: DictConfig) -> DictConfig:
+    """The bicubic run matching ``cfg`` (same schedule and upscaler start), in ``<run>/baseline``."""
+    return bicubic_counterpart(cfg, "baseline")
+
+
+def pretrain_config(cfg: DictConfig) -> DictConfig:
+    """Bicubic + the upscaler for ``cfg.pretrain_steps`` steps (untested), in ``<run>/pretrain``."""
+    steps = int(cfg.pretrain_steps)
+    pre = bicubic_counterpart(cfg, "pretrain")
+    with open_dict(pre):
+        pre.trainer.max_steps = steps
+        pre.trainer.val_check_interval = min(int(cfg.trainer.val_check_interval), steps)
+        pre.test = False
+    return pre
 
 
 def gain_lines(learned: Sequence[SetResult], baseline: Sequence[SetResult], steps: int | None = None) -> list[str]:

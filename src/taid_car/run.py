@@ -22,7 +22,14 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from taid_car.baseline import baseline_config, gain_lines, gains, wants_baseline
+from taid_car.baseline import (
+    BASELINE_MODEL,
+    baseline_config,
+    gain_lines,
+    gains,
+    pretrain_config,
+    wants_baseline,
+)
 from taid_car.config import CONFIG_DIR
 from taid_car.models.rescaler import Rescaler, count_parameters, init_upscaler_from
 from taid_car.report import COLUMNS, markdown_table, print_results, write_results
@@ -133,11 +140,29 @@ def fit_and_test(cfg: DictConfig) -> dict:
     return {"metrics": metrics, "results": results, "model": model, "trainer": trainer, "summary": summary}
 
 
+def pretrain_upscaler(cfg: DictConfig) -> Path:
+    """Train bicubic + the upscaler for ``pretrain_steps`` into ``<run>/pretrain`` (reused when its
+    ``last.ckpt`` exists, as on a resume) and point ``cfg.upscaler.init_from`` at it."""
+    pre = pretrain_config(cfg)
+    ckpt = Path(pre.output_dir) / "checkpoints" / "last.ckpt"
+    if ckpt.is_file():
+        log.info("reusing the pretrained upscaler %s", ckpt)
+    else:
+        log.info("pretraining the upscaler on bicubic LR for %d steps (pretrain_steps)", cfg.pretrain_steps)
+        fit_and_test(pre)
+    with open_dict(cfg):
+        cfg.upscaler.init_from = str(ckpt)
+    return ckpt
+
+
 def train(cfg: DictConfig, multirun: bool = False) -> dict:
-    """Fit and test the configured pair; then, when ``baseline`` asks for it (single runs of a
-    learned downscaler by default), bicubic + the same upscaler on the same schedule, and the
-    difference per test set. Prints the results table; returns :func:`fit_and_test`'s dict
+    """Fit and test the configured pair (after ``pretrain_steps`` of bicubic + the upscaler, if
+    set); then, when ``baseline`` asks for it (single runs of a learned downscaler by default),
+    bicubic + the same upscaler on the same schedule from the same start, and the difference
+    per test set. Prints the results table; returns :func:`fit_and_test`'s dict
     plus ``baseline`` (its results, or None)."""
+    if int(cfg.get("pretrain_steps") or 0) > 0 and cfg.model.name != BASELINE_MODEL:
+        pretrain_upscaler(cfg)
     outcome = fit_and_test(cfg)
     outcome["baseline"] = None
     trainer, results = outcome["trainer"], outcome["results"]
