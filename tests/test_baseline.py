@@ -104,7 +104,7 @@ def test_downscaler_learning_rate_scale(tmp_path):
 def test_pretrain_steps_start_the_learned_run_and_the_baseline_from_one_bicubic_upscaler(tmp_path):
     from taid_car.run import pretrain_upscaler
 
-    cfg = compose_run(["model=car", "scale=2", "pretrain_steps=2", *TINY], tmp_path)
+    cfg = compose_run(["model=car", "scale=2", "model.pretrain_steps=2", *TINY], tmp_path)
     ckpt = pretrain_upscaler(cfg)
     assert ckpt == tmp_path / "pretrain" / "checkpoints" / "last.ckpt" and ckpt.is_file()
     assert cfg.upscaler.init_from == str(ckpt)

@@ -8,7 +8,7 @@ optimiser, scheduler and seed; :func:`gain_lines` states the difference per test
 ``baseline`` in ``config.yaml``: ``auto`` (on for a single run of a learned downscaler, off in
 multirun sweeps, where bicubic is a job of its own), ``true`` or ``false``.
 
-``pretrain_steps`` (default 0): first train bicubic + the upscaler for that many steps
+``model.pretrain_steps`` (0: none): first train bicubic + the upscaler for that many steps
 (:func:`pretrain_config`, into ``<run>/pretrain``) and start both the learned run's upscaler and
 the baseline's from it (``upscaler.init_from``), so the two still get equal budgets.
 """
@@ -41,6 +41,16 @@ def wants_baseline(cfg: DictConfig, multirun: bool) -> bool:
     return (not multirun) if choice == "auto" else bool(choice)
 
 
+def pretrain_steps(cfg: DictConfig) -> int:
+    """Steps of bicubic pretraining the learned run asks for (``model.pretrain_steps``, 0: none)."""
+    if cfg.model.name == BASELINE_MODEL:
+        return 0
+    steps = int(cfg.model.get("pretrain_steps") or 0)
+    if steps < 0:
+        raise ValueError(f"model.pretrain_steps must be >= 0, got {steps}")
+    return steps
+
+
 def bicubic_counterpart(cfg: DictConfig, subdir: str) -> DictConfig:
     """``cfg`` with the bicubic downscaler, into ``<run>/<subdir>``, everything else the same.
 
@@ -53,7 +63,6 @@ def bicubic_counterpart(cfg: DictConfig, subdir: str) -> DictConfig:
         base.data.modcrop = int(cfg.data.modcrop)
         base.output_dir = str(Path(cfg.output_dir) / subdir)
         base.baseline = False
-        base.pretrain_steps = 0
         base.ckpt_path = None
         base.logger = {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger",
                                "save_dir": "${output_dir}", "name": "csv"}}
@@ -66,8 +75,8 @@ def baseline_config(cfg: DictConfig) -> DictConfig:
 
 
 def pretrain_config(cfg: DictConfig) -> DictConfig:
-    """Bicubic + the upscaler for ``cfg.pretrain_steps`` steps (untested), in ``<run>/pretrain``."""
-    steps = int(cfg.pretrain_steps)
+    """Bicubic + the upscaler for ``cfg.model.pretrain_steps`` steps (untested), in ``<run>/pretrain``."""
+    steps = pretrain_steps(cfg)
     pre = bicubic_counterpart(cfg, "pretrain")
     with open_dict(pre):
         pre.trainer.max_steps = steps

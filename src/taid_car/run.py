@@ -23,11 +23,11 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from taid_car.baseline import (
-    BASELINE_MODEL,
     baseline_config,
     gain_lines,
     gains,
     pretrain_config,
+    pretrain_steps,
     wants_baseline,
 )
 from taid_car.config import CONFIG_DIR
@@ -141,14 +141,14 @@ def fit_and_test(cfg: DictConfig) -> dict:
 
 
 def pretrain_upscaler(cfg: DictConfig) -> Path:
-    """Train bicubic + the upscaler for ``pretrain_steps`` into ``<run>/pretrain`` (reused when its
+    """Train bicubic + the upscaler for ``model.pretrain_steps`` into ``<run>/pretrain`` (reused when its
     ``last.ckpt`` exists, as on a resume) and point ``cfg.upscaler.init_from`` at it."""
     pre = pretrain_config(cfg)
     ckpt = Path(pre.output_dir) / "checkpoints" / "last.ckpt"
     if ckpt.is_file():
         log.info("reusing the pretrained upscaler %s", ckpt)
     else:
-        log.info("pretraining the upscaler on bicubic LR for %d steps (pretrain_steps)", cfg.pretrain_steps)
+        log.info("pretraining the upscaler on bicubic LR for %d steps (model.pretrain_steps)", pretrain_steps(cfg))
         fit_and_test(pre)
     with open_dict(cfg):
         cfg.upscaler.init_from = str(ckpt)
@@ -156,12 +156,12 @@ def pretrain_upscaler(cfg: DictConfig) -> Path:
 
 
 def train(cfg: DictConfig, multirun: bool = False) -> dict:
-    """Fit and test the configured pair (after ``pretrain_steps`` of bicubic + the upscaler, if
+    """Fit and test the configured pair (after ``model.pretrain_steps`` of bicubic + the upscaler, if
     set); then, when ``baseline`` asks for it (single runs of a learned downscaler by default),
     bicubic + the same upscaler on the same schedule from the same start, and the difference
     per test set. Prints the results table; returns :func:`fit_and_test`'s dict
     plus ``baseline`` (its results, or None)."""
-    if int(cfg.get("pretrain_steps") or 0) > 0 and cfg.model.name != BASELINE_MODEL:
+    if pretrain_steps(cfg) > 0:
         pretrain_upscaler(cfg)
     outcome = fit_and_test(cfg)
     outcome["baseline"] = None
