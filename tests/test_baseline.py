@@ -26,6 +26,9 @@ def test_baseline_is_on_for_single_learned_runs_only(tmp_path):
     assert wants_baseline(compose_run(["model=car"], tmp_path), multirun=False)
     assert wants_baseline(compose_run(["model=taid"], tmp_path), multirun=False)
     assert not wants_baseline(compose_run(["model=car"], tmp_path), multirun=True)  # sweeps: own job
+    assert not wants_baseline(compose_run(["model=taid"], tmp_path), multirun=True)
+    # a pretrained run is not on the sweep bicubic job's budget: it brings its own baseline
+    assert wants_baseline(compose_run(["model=car", "model.pretrain_steps=5"], tmp_path), multirun=True)
     assert not wants_baseline(compose_run(["model=bicubic"], tmp_path), multirun=False)
     assert not wants_baseline(compose_run(["model=car", "test=false"], tmp_path), multirun=False)
     assert not wants_baseline(compose_run(["model=car", "baseline=false"], tmp_path), multirun=False)

@@ -68,6 +68,7 @@ def fake_run(
     seconds=90.0,
     steps=100,
     curves: list[str] | None = None,
+    pretrain_steps: int = 0,
 ) -> Path:
     """A finished run: ``sets`` maps set name -> (psnr_y, ssim_y, lr_psnr_y, bicubic_psnr_y)."""
     run = root / name
@@ -99,6 +100,7 @@ def fake_run(
                 "params": {"downscaler": params[0], "upscaler": params[1]},
                 "train_seconds": seconds,
                 "global_step": steps,
+                "pretrain_steps": pretrain_steps,
                 "metrics": {},
             }
         )
@@ -135,7 +137,7 @@ def fake_multirun(tmp_path) -> Path:
         params=(0, 950),
         seconds=7200.0,
     )
-    fake_run(root, "10_taid_x4", "taid & edsr_tiny", 4, {"Set5": (28.0, 0.80, 33.0, 27.5)})
+    fake_run(root, "10_taid_x4", "taid & edsr_tiny", 4, {"Set5": (28.0, 0.80, 33.0, 27.5)}, pretrain_steps=50)
     failed_job(root, "2_car_x4", ["model=car", "scale=4"])
     (root / "multirun.yaml").write_text("hydra: {}\n")
     return root
@@ -179,6 +181,7 @@ def test_fake_multirun_report(fake_multirun, tmp_path, capsys):
     md = (out / "comparison.md").read_text()
     assert "| Set5 | x2 | bicubic & edsr_tiny | 1_bicubic_x2 | 35.00 | 0.9600 | +2.00 | ∞ |" in md
     assert "0 + 950" in md and "1.0k + 2.50M" in md and "2.0 h" in md and "90 s" in md
+    assert "| 100 (+50 bicubic pretraining) |" in md and rows[2]["pretrain_steps"] == "50"
     assert "2_car_x4: no results.json" in md and "model=car scale=4" in md
     assert "1_bicubic_x2" in md.split("## Notes")[1]  # no curves for it, said so
     assert_png(out / "psnr_y_per_set.png")

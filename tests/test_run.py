@@ -87,6 +87,8 @@ def test_fast_dev_run_each_model(model, scale, tmp_path):
         assert torch.isfinite(torch.tensor(outcome["metrics"][name]))
     if model == "car":
         assert "train/offset_magnitude" in outcome["metrics"] and "train/offset_tv" in outcome["metrics"]
+    if model != "bicubic":  # a single run of a learned downscaler brings its equal-budget baseline
+        assert [r.method for r in outcome["baseline"]] == ["bicubic & edsr_tiny"]
     if model == "taid":
         assert "train/guidance" in outcome["metrics"]
 

@@ -5,8 +5,9 @@ beside this row: Bicubic & Bicubic is beaten by any trained upscaler. :func:`bas
 turns a run's config into the bicubic run with the same upscaler, data (and HR crops), trainer,
 optimiser, scheduler and seed; :func:`gain_lines` states the difference per test set.
 
-``baseline`` in ``config.yaml``: ``auto`` (on for a single run of a learned downscaler, off in
-multirun sweeps, where bicubic is a job of its own), ``true`` or ``false``.
+``baseline`` in ``config.yaml``: ``auto`` (on for a single run of a learned downscaler; in
+multirun sweeps, where bicubic is a job of its own, only for runs with ``model.pretrain_steps``,
+which that job did not get), ``true`` or ``false``.
 
 ``model.pretrain_steps`` (0: none): first train bicubic + the upscaler for that many steps
 (:func:`pretrain_config`, into ``<run>/pretrain``) and start both the learned run's upscaler and
@@ -38,7 +39,9 @@ def wants_baseline(cfg: DictConfig, multirun: bool) -> bool:
         raise ValueError(f"baseline must be one of auto, true, false; got {choice!r}")
     if not cfg.get("test") or cfg.model.name == BASELINE_MODEL:
         return False
-    return (not multirun) if choice == "auto" else bool(choice)
+    if choice == "auto":  # a sweep's bicubic job did not get the pretraining steps: not equal budget
+        return not multirun or pretrain_steps(cfg) > 0
+    return bool(choice)
 
 
 def pretrain_steps(cfg: DictConfig) -> int:

@@ -79,6 +79,7 @@ CSV_FIELDS = [
     "params_total",
     "train_seconds",
     "steps",
+    "pretrain_steps",
 ]
 
 SEARCH_DEPTH = 3
@@ -243,6 +244,7 @@ def run_rows(run: Run) -> list[dict]:
                 "params_total": down + up if down is not None and up is not None else None,
                 "train_seconds": _number(run.summary.get("train_seconds")),
                 "steps": run.summary.get("global_step"),
+                "pretrain_steps": run.summary.get("pretrain_steps") or 0,
             }
         )
     return rows
@@ -311,7 +313,8 @@ COLUMNS = [
         lambda r: f"{format_count(r['params_downscaler'])} + {format_count(r['params_upscaler'])}",
     ),
     ("Train time", lambda r: format_seconds(r["train_seconds"])),
-    ("Steps", lambda r: MISSING if r["steps"] is None else str(r["steps"])),
+    ("Steps", lambda r: MISSING if r["steps"] is None else str(r["steps"])
+     + (f" (+{r['pretrain_steps']} bicubic pretraining)" if r.get("pretrain_steps") else "")),
 ]
 TEXT_COLUMNS = 4  # left-aligned; the rest are numbers
 

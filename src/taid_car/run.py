@@ -105,7 +105,7 @@ def run_summary(cfg: DictConfig, params: dict, train_seconds: float, trainer: L.
     return {
         "method": method_name(cfg), "model": cfg.model.name, "upscaler": cfg.upscaler.name,
         "scale": int(cfg.scale), "params": params, "train_seconds": train_seconds,
-        "global_step": trainer.global_step, "metrics": metrics,
+        "global_step": trainer.global_step, "pretrain_steps": pretrain_steps(cfg), "metrics": metrics,
     }
 
 
@@ -149,7 +149,9 @@ def pretrain_upscaler(cfg: DictConfig) -> Path:
         log.info("reusing the pretrained upscaler %s", ckpt)
     else:
         log.info("pretraining the upscaler on bicubic LR for %d steps (model.pretrain_steps)", pretrain_steps(cfg))
-        fit_and_test(pre)
+        trainer = fit_and_test(pre)["trainer"]
+        if not ckpt.is_file():  # fast_dev_run saves no checkpoints
+            trainer.save_checkpoint(ckpt)
     with open_dict(cfg):
         cfg.upscaler.init_from = str(ckpt)
     return ckpt
