@@ -90,22 +90,20 @@ def pretrain_config(cfg: DictConfig) -> DictConfig:
 
 def gain_lines(learned: Sequence[SetResult], baseline: Sequence[SetResult], steps: int | None = None) -> list[str]:
     """One sentence per test set: learned minus baseline PSNR-Y / SSIM-Y, and whether it helped."""
-    by_set = {r.set_name: r for r in baseline}
     budget = f", same {steps} steps" if steps else ""
+    method = {"learned": learned[0].method if learned else "", "baseline": baseline[0].method if baseline else ""}
+    scales = {r.set_name: r.scale for r in learned}
     lines = []
-    for r in learned:
-        b = by_set.get(r.set_name)
-        if b is None:
-            continue
-        gain = r.psnr_y - b.psnr_y
+    for set_name, g in gains(learned, baseline).items():
+        gain = g["gain_psnr_y"]
         verdict = (
             "helped" if gain > NOISE_DB else "did not help" if gain < -NOISE_DB
             else f"is level with it (within the ~{NOISE_DB} dB run-to-run spread)"
         )
         lines.append(
-            f"{r.set_name} x{r.scale}: {r.method} {r.psnr_y:.2f} dB vs {b.method} {b.psnr_y:.2f} dB "
-            f"(same upscaler{budget}): {gain:+.2f} dB PSNR-Y, {r.ssim_y - b.ssim_y:+.4f} SSIM-Y; "
-            f"the learned downscaler {verdict}."
+            f"{set_name} x{scales[set_name]}: {method['learned']} {g['psnr_y']:.2f} dB vs {method['baseline']} "
+            f"{g['baseline_psnr_y']:.2f} dB (same upscaler{budget}): {gain:+.2f} dB PSNR-Y, "
+            f"{g['gain_ssim_y']:+.4f} SSIM-Y; the learned downscaler {verdict}."
         )
     return lines
 
