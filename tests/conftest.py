@@ -1,7 +1,9 @@
 """Shared test set-up.
 
-Triton runs here only in its interpreter, which must be selected before ``import triton``;
-tests that need real data opt in through ``TAID_CAR_DATA`` (a folder holding Set5/, Set14/, T91/).
+Triton's interpreter (CPU tensors) is selected only when CUDA is absent, or when asked for with
+``TRITON_INTERPRET=1``; on a GPU machine the Triton tests run compiled, through the autotuner.
+It must be chosen before anything imports triton (``import torch`` does not).
+Tests that need real data opt in through ``TAID_CAR_DATA`` (a folder holding Set5/, Set14/, T91/).
 """
 
 from __future__ import annotations
@@ -11,13 +13,12 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 
-# Must be set before anything imports triton (the interpreter runs kernels on CPU tensors).
-os.environ.setdefault("TRITON_INTERPRET", "1")
+if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
 # Never talk to W&B servers from tests.
 os.environ.setdefault("WANDB_MODE", "offline")
-
-import torch
 
 DATA_ENV = "TAID_CAR_DATA"
 

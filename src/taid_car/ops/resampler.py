@@ -8,7 +8,9 @@ Backends (argument ``backend`` or, when it is None, ``$TAID_CAR_RESAMPLER_BACKEN
 * ``"cpu"``: numba kernels; CPU tensors.
 * ``"torch"``: the pure-torch reference (:mod:`.reference`), differentiated by torch autograd.
 
-Compiled backends compute in float32 (float64 for float64 inputs). On CPU, float16/bfloat16
+Compiled backends compute in float32 (float64 when an input is float64). Triton reads each
+input in its own dtype (e.g. bfloat16 kernels and offsets beside a float32 image under autocast)
+and returns the promoted dtype, with each gradient in its input's dtype. On CPU, float16/bfloat16
 inputs are computed in float32 and the result cast back; mixed float dtypes are promoted.
 """
 
@@ -22,7 +24,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .common import fold_reflect_pad, lr_centers, reflect_pad
+from .common import lr_centers
 from .reference import adaptive_resample_torch
 
 ENV_BACKEND = "TAID_CAR_RESAMPLER_BACKEND"
@@ -130,60 +132,59 @@ class _AdaptiveResampleFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hr, kernels, offsets_h, offsets_v, scale: int, backend: str):
-        mod = _kernels_module(backend)
-        p = math.isqrt(kernels.shape[1]) // 2
-        H, W = hr.shape[-2:]
-        h, w = kernels.shape[2:]
-        acc = torch.float64 if hr.dtype == torch.float64 else torch.float32
-        cx = lr_centers(w, W, acc, hr.device)
-        cy = lr_centers(h, H, acc, hr.device)
-        # The CPU kernels pad the image themselves (channels last); Triton takes it padded.
+        ctx.scale, ctx.backend = scale, backend
+        ctx.xp = None
+        ctx.save_for_backward(hr, kernels, offsets_h, offsets_v)
+        if backend == "triton":  # pads (channels last) and builds the LR centres on the device
+            from . import triton_kernels
+
+            return triton_kernels.forward(hr, kernels, offsets_h, offsets_v, scale)
+        from . import cpu_kernels
+
+        cx, cy = _host_centres(hr, kernels)
+        out, xp = cpu_kernels.forward(hr, kernels, offsets_h, offsets_v, cx, cy, scale, True)
         # The CPU backward reuses the forward's padded copy (kept only when a gradient will be
         # asked for; it is an internal buffer, never handed to the caller).
-        ctx.xp = None
-        if backend == "cpu":
-            out, xp = mod.forward(hr, kernels, offsets_h, offsets_v, cx, cy, scale, True)
-            if any(ctx.needs_input_grad[:4]):
-                ctx.xp = xp
-        else:
-            out = mod.forward(reflect_pad(hr, p), kernels, offsets_h, offsets_v, cx, cy, scale)
-        ctx.save_for_backward(hr, kernels, offsets_h, offsets_v, cx, cy)
-        ctx.scale, ctx.backend, ctx.p = scale, backend, p
+        if any(ctx.needs_input_grad[:4]):
+            ctx.xp = xp
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        hr, kernels, offsets_h, offsets_v, cx, cy = ctx.saved_tensors
-        mod = _kernels_module(ctx.backend)
+        hr, kernels, offsets_h, offsets_v = ctx.saved_tensors
         need_x = ctx.needs_input_grad[0]
-        cpu = ctx.backend == "cpu"
-        extra = {"xp": ctx.xp} if cpu else {}
+        grad_out = grad_out.contiguous()
+        if ctx.backend == "triton":
+            from . import triton_kernels
+
+            gx, gk, gh, gv = triton_kernels.backward(
+                hr, kernels, offsets_h, offsets_v, ctx.scale, grad_out, need_x
+            )
+        else:
+            from . import cpu_kernels
+
+            cx, cy = _host_centres(hr, kernels)
+            gx, gk, gh, gv = cpu_kernels.backward(
+                hr, kernels, offsets_h, offsets_v, cx, cy, ctx.scale, grad_out, need_x, xp=ctx.xp
+            )
         ctx.xp = None
-        gxp, gk, gh, gv = mod.backward(
-            hr if cpu else reflect_pad(hr, ctx.p),
-            kernels,
-            offsets_h,
-            offsets_v,
-            cx,
-            cy,
-            ctx.scale,
-            grad_out.contiguous(),
-            need_x,
-            **extra,
-        )
-        gx = None
-        if need_x:  # the CPU kernels return the folded (unpadded) image gradient
-            gx = (gxp if cpu else fold_reflect_pad(gxp, hr, ctx.p)).to(hr.dtype)
         needs = ctx.needs_input_grad
         return (
-            gx,
+            gx if need_x else None,
             gk if needs[1] else None,
             gh if needs[2] else None,
             gv if needs[3] else None,
             None,
             None,
         )
+
+
+def _host_centres(hr: torch.Tensor, kernels: torch.Tensor):
+    """LR-pixel centres (cx (w,), cy (h,)) in the CPU kernels' compute precision."""
+    H, W = hr.shape[-2:]
+    h, w = kernels.shape[2:]
+    return lr_centers(w, W, hr.dtype, hr.device), lr_centers(h, H, hr.dtype, hr.device)
 
 
 def adaptive_resample(
@@ -214,6 +215,8 @@ def adaptive_resample(
     for t in (kernels, offsets_h, offsets_v):
         dtype = torch.promote_types(dtype, t.dtype)
     name = _resolve_backend(backend, hr.device)
+    if name == "triton":  # reads every tensor in its own dtype (no copies), returns ``dtype``
+        return _AdaptiveResampleFn.apply(hr, kernels, offsets_h, offsets_v, scale, name)
     compute = dtype
     if name == "cpu" and dtype not in (torch.float32, torch.float64):
         compute = torch.float32
