@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 STAMP  := $(VENV)/.installed-$(TORCH)
 
-.PHONY: install test run evaluate lint clean
+.PHONY: install test run evaluate lint clean gpu-check
 
 install: $(STAMP)
 
@@ -34,6 +34,12 @@ test: install
 
 lint: install
 	$(BIN)/ruff check src tests experiments
+
+# On a CUDA machine (< 5 min): compiled Triton tests, resampler timing/bandwidth/memory vs the goals,
+# a 200-step paper-width training smoke run; writes experiments/gpu_check/<device>.json and .md.
+# ARGS adds options, e.g. ARGS="--skip-train" or ARGS="--device cpu --quick" (no GPU).
+gpu-check: install
+	$(BIN)/python experiments/gpu_check/gpu_check.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -4,7 +4,8 @@
 
 Same model, same batch (a fixed HR batch served by a DataLoader in both loops), same losses
 (`Rescaler.compute_losses`), same Adam. Per-step wall time is the interval between consecutive
-batch starts, so it includes data loading, logging, the optimiser step and the loop's bookkeeping.
+batch starts (plain loop) or batch ends (Lightning, `taid_car.callbacks.StepTimer`), so it includes
+data loading, logging, the optimiser step and the loop's bookkeeping.
 Plain and Lightning blocks alternate back to back; medians over all steps after warm-up.
 """
 
@@ -20,6 +21,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader, Dataset
 
+from taid_car.callbacks import StepTimer
 from taid_car.config import CONFIG_DIR
 from taid_car.run import build_rescaler
 
@@ -35,17 +37,6 @@ class FixedBatches(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         return {"hr": self.hr[index % self.hr.shape[0]], "name": "x", "is_gray": False}
-
-
-class StepTimer(L.Callback):
-    def __init__(self) -> None:
-        self.starts: list[float] = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.starts.append(time.perf_counter())
-
-    def on_train_end(self, trainer, pl_module):
-        self.starts.append(time.perf_counter())
 
 
 def build(model: str, scale: int):
@@ -71,12 +62,12 @@ def plain_steps(rescaler, loader, steps: int) -> list[float]:
 
 
 def lightning_steps(rescaler, loader, steps: int, log_every: int) -> list[float]:
-    timer = StepTimer()
+    timer = StepTimer(warmup_steps=0)
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                         limit_val_batches=0, log_every_n_steps=log_every, callbacks=[timer])
     trainer.fit(rescaler, train_dataloaders=loader)
-    return [b - a for a, b in pairwise(timer.starts)]
+    return timer.last["step_times_s"]
 
 
 def main() -> None:

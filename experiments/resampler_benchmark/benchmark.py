@@ -19,8 +19,11 @@ CPU (always): HR B×C×S×S at ×s with k = 3s+1 (default 16×3×192×192 at ×4
   OpenMP threads spin between parallel regions (``OMP_WAIT_POLICY=ACTIVE`` unless set): with
   the default passive policy each of the naive loop's ~2,500 small torch ops can wait
   milliseconds for a sleeping thread on a busy machine, which made it 10-40x slower here.
-GPU (when CUDA is present): Triton vs naive, CUDA-event timings, and the achieved bandwidth
-  (bytes of kernels + offsets + image read and output written, over the time) vs the card's peak.
+GPU: not here; ``make gpu-check`` (experiments/gpu_check/gpu_check.py) measures the same op on a
+  GPU with the same helpers (taid_car.ops.bench).
+
+The naive baselines, inputs, ``run_once``, the byte count and the peak bandwidth live in
+:mod:`taid_car.ops.bench` (shared with ``experiments/gpu_check``).
 
 Usage: python experiments/resampler_benchmark/benchmark.py [--rounds 7] [--json out.json]
 """
@@ -29,105 +32,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import resource
 import statistics
 import subprocess
 import sys
-import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")  # before torch/numba load OpenMP
 
 import torch
-import torch.nn.functional as F
 
 from taid_car.ops import adaptive_resample
-
-
-def _naive_setup(hr, kernels):
-    """Reflection-padded HR, LR pixel centres (1,1,w) and (1,h,1) in HR pixels, and k."""
-    H, W = hr.shape[-2:]
-    kk, h, w = kernels.shape[1:]
-    k = math.isqrt(kk)
-    p = k // 2
-    xp = F.pad(hr, (p, p, p, p), mode="reflect")
-    cx = ((torch.arange(w, dtype=hr.dtype, device=hr.device) + 0.5) / w * W).view(1, 1, w)
-    cy = ((torch.arange(h, dtype=hr.dtype, device=hr.device) + 0.5) / h * H).view(1, h, 1)
-    return xp, cx, cy, k
-
-
-def _naive_tap(xp, cx, cy, t, k, dh, dv, s):
-    """Bilinear samples (B,C,h,w) of tap ``t`` with offsets ``dh``, ``dv`` (B,h,w): one grid_sample."""
-    Hp, Wp = xp.shape[-2:]
-    ty, tx = divmod(t, k)
-    px = cx + tx + dh * s - 0.5
-    py = cy + ty + dv * s - 0.5
-    grid = torch.stack([px / (Wp - 1) * 2 - 1, py / (Hp - 1) * 2 - 1], -1)
-    return F.grid_sample(xp, grid, mode="bilinear", padding_mode="border", align_corners=True)
-
-
-def naive_resample(hr, kernels, offsets_h, offsets_v, s):
-    """One ``grid_sample`` per tap, taps split once with ``unbind``. Same result as the op wherever
-    no sample leaves the padded image (``padding_mode='border'`` clamps the coordinate, the
-    authors clamp the corners)."""
-    xp, cx, cy, k = _naive_setup(hr, kernels)
-    out = 0
-    taps = zip(kernels.unbind(1), offsets_h.unbind(1), offsets_v.unbind(1))
-    for t, (kt, dh, dv) in enumerate(taps):
-        out = out + kt[:, None] * _naive_tap(xp, cx, cy, t, k, dh, dv, s)
-    return out
-
-
-def naive_resample_slice(hr, kernels, offsets_h, offsets_v, s):
-    """Same as :func:`naive_resample`, written the way a user typically would: each tap's
-    kernel and offsets indexed inside the loop (``K[:, t:t+1]``)."""
-    xp, cx, cy, k = _naive_setup(hr, kernels)
-    out = 0
-    for t in range(kernels.shape[1]):
-        v = _naive_tap(xp, cx, cy, t, k, offsets_h[:, t], offsets_v[:, t], s)
-        out = out + kernels[:, t : t + 1] * v
-    return out
-
-
-def make_inputs(B, C, S, s, device="cpu", dtype=torch.float32, offset_range=1.0, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    k = 3 * s + 1
-    h = S // s
-    hr = torch.rand(B, C, S, S, generator=g)
-    kernels = torch.rand(B, k * k, h, h, generator=g)
-    kernels = kernels / kernels.sum(1, keepdim=True)
-    oh = (torch.rand(B, k * k, h, h, generator=g) * 2 - 1) * offset_range
-    ov = (torch.rand(B, k * k, h, h, generator=g) * 2 - 1) * offset_range
-    return [t.to(device, dtype) for t in (hr, kernels, oh, ov)]
-
-
-METHODS = {
-    "ours": lambda a, s: adaptive_resample(*a, s),
-    "naive-unbind": lambda a, s: naive_resample(*a, s),
-    "naive-slice": lambda a, s: naive_resample_slice(*a, s),
-    "floor": lambda a, s: a[1].sum() + a[2].sum() + a[3].sum(),
-}
-MODES = ("fwd", "fwd+bwd", "fwd+bwd(K,Δ)")
-
-
-def run_once(method, mode, inputs, s, sync=lambda: None):
-    """One timed call; returns seconds."""
-    fn = METHODS[method]
-    if mode == "fwd" or method == "floor":
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            fn(inputs, s)
-        sync()
-        return time.perf_counter() - t0
-    need_hr = mode == "fwd+bwd"
-    xs = [x.detach().requires_grad_(need_hr if i == 0 else True) for i, x in enumerate(inputs)]
-    t0 = time.perf_counter()
-    out = fn(xs, s)
-    out.backward(torch.ones_like(out))
-    sync()
-    return time.perf_counter() - t0
+from taid_car.ops.bench import (
+    METHODS,
+    MODES,
+    make_inputs,
+    naive_resample,
+    naive_resample_slice,
+    run_once,
+)
 
 
 def _status_kib(key):
@@ -247,50 +171,6 @@ def cpu_section(args):
     return rows
 
 
-def gpu_section(args):
-    if not torch.cuda.is_available():
-        print("\n## GPU: skipped (CUDA is not available on this machine)")
-        return []
-    import triton.testing
-
-    dev = torch.device("cuda")
-    props = torch.cuda.get_device_properties(dev)
-    B, C, S, s = args.batch, args.channels, args.size, args.scale
-    print(f"\n## GPU: {props.name}, HR {B}x{C}x{S}x{S} x{s}")
-    clock = getattr(props, "memory_clock_rate", 0)  # kHz
-    bus = getattr(props, "memory_bus_width", 0)  # bits
-    peak = 2 * clock * 1e3 * bus / 8 / 1e9 if clock and bus else float("nan")
-    rows = []
-    print("| dtype | mode | method | ms | GB/s | % of peak |")
-    print("|---|---|---|---:|---:|---:|")
-    for dtype in (torch.float32, torch.bfloat16):
-        inputs = make_inputs(B, C, S, s, device=dev, dtype=dtype)
-        es = inputs[0].element_size()
-        moved = (3 * inputs[1].numel() + inputs[0].numel() + inputs[0].numel() // s**2) * es
-        for mode in MODES:
-            for m in ("ours", "naive-unbind", "naive-slice", "floor"):
-                if m == "floor" and mode != "fwd":
-                    continue
-                ms = triton.testing.do_bench(
-                    lambda m=m, mode=mode, x=inputs: run_once(m, mode, x, s), warmup=5, rep=50
-                )
-                gbs = moved / ms / 1e6 if mode == "fwd" else float("nan")
-                print(f"| {dtype} | {mode} | {m} | {ms:.3f} | {gbs:.0f} | {100 * gbs / peak:.0f} |")
-                rows.append(
-                    {
-                        "device": props.name,
-                        "dtype": str(dtype),
-                        "mode": mode,
-                        "method": m,
-                        "ms": ms,
-                        "gbs": gbs,
-                        "peak_gbs": peak,
-                    }
-                )
-    print(f"peak bandwidth from clock x bus width: {peak:.0f} GB/s")
-    return rows
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=16)
@@ -306,7 +186,10 @@ def main():
     if args.probe:
         print(probe_memory(*args.probe, args.batch, args.channels, args.size, args.scale))
         return
-    rows = cpu_section(args) + gpu_section(args)
+    rows = cpu_section(args)
+    if torch.cuda.is_available():
+        print("\n## GPU: run `make gpu-check` (experiments/gpu_check/): Triton vs the torch path and "
+              "the naive loops, achieved HBM bandwidth, compiled tests, a training smoke run")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -1,7 +1,11 @@
-"""Lightning callbacks: image panels of fixed validation crops (W&B and PNG files)."""
+"""Lightning callbacks: image panels of fixed validation crops (W&B and PNG files); a training
+step timer (wall time per step, peak CUDA memory) written as JSON."""
 
 from __future__ import annotations
 
+import json
+import statistics
+import time
 from pathlib import Path
 
 import lightning as L
@@ -84,3 +88,60 @@ class ImagePanels(L.Callback):
                 if isinstance(logger, WandbLogger):
                     logger.log_image(key=f"panels/{name}", images=[*row, lr[0]],
                                      caption=[*PANEL_CAPTIONS, "LR (own size)"], step=step)
+
+
+class StepTimer(L.Callback):
+    """Wall time per training step and peak CUDA memory, written as JSON at the end of training.
+
+    Records ``time.perf_counter()`` at the end of every training batch (no per-step CUDA sync,
+    so steady-state deltas are the device's pace). At the end of training, after one sync,
+    writes ``<output_dir>/step_times.json`` (when ``output_dir`` is given; :meth:`summary` returns
+    the same record): ``steps``, ``warmup_steps``, ``median_step_s``
+    (median of the per-step deltas after the warm-up), ``mean_step_s`` (time from the end of the
+    last warm-up step to the synced end of training, over the steps in between),
+    ``step_times_s`` (all deltas) and, on CUDA, ``peak_cuda_allocated_bytes`` /
+    ``peak_cuda_reserved_bytes`` since the start of training.
+    """
+
+    FILENAME = "step_times.json"
+
+    def __init__(self, output_dir: str | Path | None = None, warmup_steps: int = 10) -> None:
+        if warmup_steps < 0:
+            raise ValueError("StepTimer: warmup_steps must be >= 0")
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.warmup_steps = warmup_steps
+        self._marks: list[float] = []
+        self.last: dict | None = None  # the record of the last finished training
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._marks = [time.perf_counter()]
+        if pl_module.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._marks.append(time.perf_counter())
+
+    def summary(self, end: float, device: torch.device | None = None) -> dict:
+        """The record :meth:`on_train_end` writes, from the marks so far and the synced ``end``."""
+        deltas = [b - a for a, b in zip(self._marks, self._marks[1:])]
+        steps, warm = len(deltas), min(self.warmup_steps, max(len(deltas) - 1, 0))
+        timed = deltas[warm:]
+        record = {
+            "steps": steps, "warmup_steps": warm,
+            "median_step_s": statistics.median(timed) if timed else None,
+            "mean_step_s": (end - self._marks[warm]) / len(timed) if timed else None,
+            "total_s": end - self._marks[0] if self._marks else None, "step_times_s": deltas,
+        }
+        if device is not None and device.type == "cuda":
+            record["peak_cuda_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
+            record["peak_cuda_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
+        return record
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        record = self.summary(time.perf_counter(), pl_module.device)
+        self.last = record
+        if trainer.is_global_zero and self.output_dir is not None:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / self.FILENAME).write_text(json.dumps(record, indent=1))
