@@ -41,6 +41,27 @@ def test_holdout_needs_a_folder_and_a_sensible_count(tmp_path):
         RescaleDataModule(scale=2, train="builtin:train", lr_patch_size=8, holdout=1).setup("fit")
 
 
-def test_patch_size_must_fit_the_model_multiple():
-    with pytest.raises(ValueError, match="not a multiple of 8"):
-        RescaleDataModule(scale=3, lr_patch_size=5, modcrop=8)
+def test_crop_multiple_comes_from_the_downscaler():
+    """No ``model.multiple`` key: the downscaler says what it needs (CAR: its kernel net's stride)."""
+    from taid_car.models import BicubicDownscaler, CARDownscaler
+
+    car = CARDownscaler(4, preset="small")
+    assert car.size_multiple == 8 and CARDownscaler(3, preset="small").size_multiple == 12
+    dm = RescaleDataModule(scale=4, lr_patch_size=16)
+    dm.fit_downscaler(car)
+    assert dm.modcrop == 8
+    dm = RescaleDataModule(scale=4, lr_patch_size=16)
+    dm.fit_downscaler(BicubicDownscaler(4))
+    assert dm.modcrop == 4
+    dm = RescaleDataModule(scale=4, lr_patch_size=16, modcrop=24)  # explicit: one crop for a study
+    dm.fit_downscaler(car)
+    assert dm.modcrop == 24
+
+
+def test_patch_size_and_modcrop_must_fit_the_downscaler():
+    from taid_car.models import CARDownscaler
+
+    with pytest.raises(ValueError, match=r"HR patches of 10 px.*not a multiple of 8 \(CARDownscaler"):
+        RescaleDataModule(scale=2, lr_patch_size=5).fit_downscaler(CARDownscaler(2, preset="small"))
+    with pytest.raises(ValueError, match="data.modcrop=12 is not a multiple of 8"):
+        RescaleDataModule(scale=4, lr_patch_size=16, modcrop=12).fit_downscaler(CARDownscaler(4, preset="small"))

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from taid_car.data.io import modcrop, read_image
+from taid_car.models.downscaler import crop_multiple
 from taid_car.models.quantize import quantize_8bit
 from taid_car.models.rescaler import load_trained_pair
 from taid_car.rescale import main
@@ -78,8 +79,8 @@ def images(tmp_path) -> Path:
 
 
 def _lr_in_memory(ckpt: Path, path: Path) -> torch.Tensor:
-    downscaler, _, config = load_trained_pair(ckpt)
-    multiple = math.lcm(config["scale"], config["model"]["multiple"])
+    downscaler, _, _ = load_trained_pair(ckpt)
+    multiple = crop_multiple(downscaler)
     with torch.no_grad():
         return quantize_8bit(downscaler(modcrop(read_image(path).tensor, multiple)[None]))[0]
 

@@ -177,7 +177,7 @@ def main() -> None:
         rescaler, config = rescaler_from(ckpt)
         if config["model"]["name"] == "bicubic":
             continue
-        scale, multiple = int(config["scale"]), int(config["model"]["multiple"])
+        scale, multiple = int(config["scale"]), rescaler.downscaler.size_multiple
         hr = batches.setdefault(scale, t91_batch(root, size=math.lcm(96, scale, 8)))
         label = f"{rescaler.method} x{scale} ({run_dir.name}, {ckpt.stem})"
         rounded, raw = quantisation_effect(rescaler, root, scale, multiple)

@@ -54,6 +54,19 @@ def pretrain_steps(cfg: DictConfig) -> int:
     return steps
 
 
+def learned_crop_multiple(cfg: DictConfig) -> int:
+    """The HR crop multiple of ``cfg``'s downscaler (:func:`~taid_car.models.downscaler.crop_multiple`
+    of ``data.modcrop``), built once to ask it; the global RNG state is left as it was."""
+    import torch
+    from hydra.utils import instantiate
+
+    from taid_car.models.downscaler import crop_multiple
+
+    with torch.random.fork_rng(devices=[]):
+        downscaler = instantiate(cfg.model.downscaler)
+    return crop_multiple(downscaler, cfg.data.get("modcrop"))
+
+
 def bicubic_counterpart(cfg: DictConfig, subdir: str) -> DictConfig:
     """``cfg`` with the bicubic downscaler, into ``<run>/<subdir>``, everything else the same.
 
@@ -63,7 +76,7 @@ def bicubic_counterpart(cfg: DictConfig, subdir: str) -> DictConfig:
     base = cfg.copy()
     with open_dict(base):
         base.model = OmegaConf.load(Path(CONFIG_DIR, "model", f"{BASELINE_MODEL}.yaml"))
-        base.data.modcrop = int(cfg.data.modcrop)
+        base.data.modcrop = learned_crop_multiple(cfg)
         base.output_dir = str(Path(cfg.output_dir) / subdir)
         base.baseline = False
         base.ckpt_path = None

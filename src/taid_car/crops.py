@@ -81,9 +81,8 @@ class TrainedPair:
 
 
 def load_pair(run: Run) -> TrainedPair:
-    downscaler, upscaler, config = load_trained_pair(tested_checkpoint(run.path))
-    multiple = int(config.get("model", {}).get("multiple") or 1)
-    return TrainedPair(run.method, downscaler.eval(), upscaler.eval(), multiple)
+    downscaler, upscaler, _ = load_trained_pair(tested_checkpoint(run.path))
+    return TrainedPair(run.method, downscaler.eval(), upscaler.eval(), downscaler.size_multiple)
 
 
 def render(hr: torch.Tensor, is_gray: bool, scale: int, pairs: Sequence[TrainedPair]) -> list[Rendition]:

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from taid_car.benchmark import evaluate_set
 from taid_car.config import CONFIG_DIR
 from taid_car.data.sources import open_test_sets
+from taid_car.models.downscaler import crop_multiple
 from taid_car.models.rescaler import load_trained_pair
 from taid_car.report import print_results, write_results
 from taid_car.results import SetResult
@@ -46,8 +47,15 @@ def method_name(cfg: DictConfig) -> str:
     return f"{cfg.model.name} & {cfg.upscaler.name}"
 
 
+def _sets_for(scaled: DictConfig, downscaler) -> dict:
+    """The configured test sets, HR cropped to what ``downscaler`` needs (or ``data.modcrop``)."""
+    data = OmegaConf.to_container(scaled.data, resolve=True)
+    data["modcrop"] = crop_multiple(downscaler, data.get("modcrop"))
+    return open_test_sets(data, int(scaled.scale))
+
+
 def _evaluate_checkpoint(cfg: DictConfig, device: torch.device) -> list[SetResult]:
-    """Evaluate a trained pair at its own scale; HR crop multiple from its model config."""
+    """Evaluate a trained pair at its own scale; HR crop multiple from its downscaler."""
     downscaler, upscaler, run_cfg = load_trained_pair(cfg.ckpt_path)
     scaled = _at_scale(cfg, run_cfg["scale"])
     scaled.model = run_cfg["model"]
@@ -55,7 +63,7 @@ def _evaluate_checkpoint(cfg: DictConfig, device: torch.device) -> list[SetResul
     return [
         evaluate_set(downscaler, upscaler, dataset, scaled.scale, set_name,
                      method_name(scaled), device, progress=cfg.progress)
-        for set_name, dataset in open_test_sets(scaled.data, scaled.scale).items()
+        for set_name, dataset in _sets_for(scaled, downscaler).items()
     ]
 
 
@@ -69,7 +77,7 @@ def run_evaluation(cfg: DictConfig) -> list[SetResult]:
         scaled = _at_scale(cfg, scale)
         downscaler = hydra.utils.instantiate(scaled.model.downscaler)
         upscaler = hydra.utils.instantiate(scaled.upscaler.net)
-        for set_name, dataset in open_test_sets(scaled.data, int(scale)).items():
+        for set_name, dataset in _sets_for(scaled, downscaler).items():
             results.append(
                 evaluate_set(downscaler, upscaler, dataset, int(scale), set_name,
                              method_name(scaled), device, progress=cfg.progress)

@@ -133,7 +133,7 @@ def load_pair(ckpt: str | Path, device: torch.device) -> Pair:
         downscaler=downscaler.eval().to(device),
         upscaler=upscaler.eval().to(device),
         scale=int(config["scale"]),
-        multiple=int(model.get("multiple") or 1),
+        multiple=downscaler.size_multiple,
         method=f"{model.get('name', '?')} & {upscaler_cfg.get('name', '?')}",
         device=device,
     )

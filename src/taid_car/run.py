@@ -115,6 +115,7 @@ def fit_and_test(cfg: DictConfig) -> dict:
     continue_wandb_run(cfg)
     datamodule = instantiate(cfg.data)
     model = build_rescaler(cfg, datamodule.val_set_names, datamodule.test_set_names)
+    datamodule.fit_downscaler(model.downscaler)
     loggers = _instantiate_dict(cfg.get("logger"))
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)

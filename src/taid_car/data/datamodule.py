@@ -27,7 +27,8 @@ class RescaleDataModule(L.LightningDataModule):
             must be a multiple of ``modcrop`` (the model's size multiple).
         batch_size, num_workers: training loader settings (val/test use batch size 1).
         repeats: patches drawn per training image per epoch.
-        modcrop: benchmark HR images are cropped to a multiple of this (scale, or 8 for CAR).
+        modcrop: benchmark HR images are cropped to a multiple of this; None (the default): the
+            downscaler's need, set by :meth:`fit_downscaler` (lcm of scale and its size multiple).
         skip_small: leave out training images smaller than a patch (with a warning) instead of failing.
         holdout: hold this many images of a training *folder* out of training (evenly spaced in
             file-name order) and validate on them as ``<folder>_holdout``, before ``val_sets``.
@@ -52,11 +53,7 @@ class RescaleDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         patch_size = int(lr_patch_size) * int(scale)
-        if patch_size % int(modcrop or scale):
-            raise ValueError(
-                f"data.lr_patch_size={lr_patch_size} gives HR patches of {patch_size} px at scale "
-                f"{scale}, not a multiple of {modcrop} (data.modcrop, the model's size multiple)"
-            )
+        self.lr_patch_size = int(lr_patch_size)
         self.scale, self.train_spec = int(scale), str(train)
         self.val_specs, self.test_specs = dict(val_sets or {}), dict(test_sets or {})
         self.patch_size, self.batch_size, self.num_workers = patch_size, batch_size, num_workers
@@ -67,6 +64,20 @@ class RescaleDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_sets: dict[str, Dataset] = {}
         self.test_sets: dict[str, Dataset] = {}
+
+    def fit_downscaler(self, downscaler) -> None:
+        """Crop whole images to what ``downscaler`` needs (:func:`crop_multiple`, honouring an
+        explicit ``modcrop``) and check that training patches fit its size multiple."""
+        from taid_car.models.downscaler import crop_multiple
+
+        self.modcrop = crop_multiple(downscaler, self.modcrop)
+        need = downscaler.size_multiple
+        if self.patch_size % need:
+            raise ValueError(
+                f"data.lr_patch_size={self.lr_patch_size} gives HR patches of {self.patch_size} px "
+                f"at scale {self.scale}, not a multiple of {need} ({type(downscaler).__name__}'s "
+                f"size multiple)"
+            )
 
     def _train_and_holdout(self) -> tuple[object, list[Path]]:
         """Training source, and the files held out of it (empty without ``holdout``)."""

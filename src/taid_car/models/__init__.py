@@ -3,6 +3,7 @@
 from taid_car.models.bicubic import BicubicDownscaler, BicubicUpscaler
 from taid_car.models.car import CARDownscaler, KernelGenerationNet
 from taid_car.models.checkpoints import load_authors_checkpoint
+from taid_car.models.downscaler import Downscaler
 from taid_car.models.edsr import EDSR, EDSR_PRESETS, build_edsr
 from taid_car.models.quantize import quantize_8bit
 from taid_car.models.taid import TAIDDownscaler, TAIDUpscaler
@@ -13,6 +14,7 @@ __all__ = [
     "BicubicDownscaler",
     "BicubicUpscaler",
     "CARDownscaler",
+    "Downscaler",
     "KernelGenerationNet",
     "TAIDDownscaler",
     "TAIDUpscaler",

@@ -6,14 +6,12 @@ import torch
 from torch import nn
 
 from taid_car.imresize import bicubic_downscale, bicubic_upscale
+from taid_car.models.downscaler import Downscaler
 
 
-class BicubicDownscaler(nn.Module):
-    """HR (B,C,H,W) in [0,1] -> LR (B,C,H/s,W/s) by MATLAB ``imresize`` (no parameters)."""
-
-    def __init__(self, scale: int) -> None:
-        super().__init__()
-        self.scale = int(scale)
+class BicubicDownscaler(Downscaler):
+    """HR (B,C,H,W) in [0,1] -> LR (B,C,H/s,W/s) by MATLAB ``imresize`` (no parameters, no
+    regularisers, HR sides multiples of the scale)."""
 
     def forward(self, hr: torch.Tensor) -> torch.Tensor:
         return bicubic_downscale(hr, self.scale)

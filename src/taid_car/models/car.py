@@ -40,8 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from taid_car.models.downscaler import Downscaler
 from taid_car.models.edsr import MeanShift
 from taid_car.models.kernel_prior import KERNEL_PRIORS, SIGNED_PRIORS, prior_kernel_2d
+from taid_car.models.regularizers import offset_magnitude_loss, offset_tv_loss
 from taid_car.ops import adaptive_resample
 
 LEAKY_SLOPE = 0.2
@@ -292,8 +294,13 @@ class CAROutput(NamedTuple):
     offsets_v: torch.Tensor
 
 
-class CARDownscaler(nn.Module):
+class CARDownscaler(Downscaler):
     """CAR downscaler: HR (B,3,H,W) in [0,1] -> LR (B,3,H/s,W/s) in [0,1] (not quantised).
+
+    Regularisers (of the kernels and offsets of the last ``forward(hr)``, kept from it in training
+    or with gradients enabled, recomputed otherwise):
+    ``offset_magnitude`` and ``offset_tv`` (:mod:`taid_car.models.regularizers`). HR sides must
+    be multiples of the kernel net's stride (8 at x2/x4, 12 at x3; the scale with ``pad_input``).
 
     Args:
         scale: downscaling factor, one of :data:`CAR_SCALES`.
@@ -305,6 +312,8 @@ class CARDownscaler(nn.Module):
     The kernel net lives in ``self.kernel_net``: load the authors' ``kgn.pth`` into it.
     """
 
+    regularizer_names = ("offset_magnitude", "offset_tv")
+
     def __init__(
         self,
         scale: int,
@@ -315,7 +324,7 @@ class CARDownscaler(nn.Module):
         kernel_prior: str | None = None,
         **widths: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(scale)
         if preset not in CAR_PRESETS:
             raise ValueError(f"unknown CAR preset {preset!r}; choose one of {sorted(CAR_PRESETS)}")
         unknown = set(widths) - set(CAR_PRESETS[preset])
@@ -323,8 +332,8 @@ class CARDownscaler(nn.Module):
             raise ValueError(
                 f"unknown CAR width argument(s) {sorted(unknown)}; allowed: {sorted(CAR_PRESETS[preset])}"
             )
-        self.scale = scale
         self.backend = backend
+        self._maps: tuple[torch.Tensor, CAROutput] | None = None  # (hr, output) for regularizers
         self.kernel_net = KernelGenerationNet(
             scale, pad_input=pad_input, kernel_norm=kernel_norm, kernel_prior=kernel_prior,
             **{**CAR_PRESETS[preset], **widths},
@@ -334,11 +343,28 @@ class CARDownscaler(nn.Module):
     def k_size(self) -> int:
         return self.kernel_net.k_size
 
+    @property
+    def size_multiple(self) -> int:
+        net = self.kernel_net
+        return self.scale if net.pad_input else net.stride
+
     def forward_with_aux(self, hr: torch.Tensor) -> CAROutput:
-        """LR and the kernels/offsets that produced it (for the offset regularisers)."""
+        """LR and the kernels/offsets that produced it."""
         kernels, offsets_h, offsets_v = self.kernel_net(hr)
         lr = adaptive_resample(hr, kernels, offsets_h, offsets_v, self.scale, backend=self.backend)
         return CAROutput(lr, kernels, offsets_h, offsets_v)
 
     def forward(self, hr: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_aux(hr).lr
+        out = self.forward_with_aux(hr)
+        # kept (until regularizers reads it) when a loss may be built on it
+        self._maps = (hr, out) if torch.is_grad_enabled() or self.training else None
+        return out.lr
+
+    def regularizers(self, hr: torch.Tensor, lr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``offset_magnitude`` and ``offset_tv`` of the maps the last ``forward(hr)`` produced."""
+        maps, self._maps = self._maps, None
+        out = maps[1] if maps is not None and maps[0] is hr else self.forward_with_aux(hr)
+        return {
+            "offset_magnitude": offset_magnitude_loss(out.offsets_h, out.offsets_v),
+            "offset_tv": offset_tv_loss(out.kernels, out.offsets_h, out.offsets_v),
+        }

@@ -1,11 +1,10 @@
 """The ``Rescaler`` LightningModule: a downscaler and an upscaler trained end-to-end.
 
 ``HR -> downscaler -> quantise to 8 bit -> LR -> upscaler -> SR``; the loss is
-``l1 * L1(SR, HR)`` plus each method's regularisers, all weights from config:
-
-* ``offset_magnitude`` / ``offset_tv``: CAR's offset regularisers, used when the downscaler
-  has ``forward_with_aux`` returning kernels and offsets;
-* ``guidance``: TAID's ``L1(LR, bicubic(HR))``.
+``l1 * L1(SR, HR)`` plus the weighted terms the downscaler's own ``regularizers(hr, lr)``
+returns (:class:`~taid_car.models.downscaler.Downscaler`: CAR's ``offset_magnitude`` /
+``offset_tv``, TAID's ``guidance``). A weight for a term the downscaler does not produce is an
+error, not silently dropped.
 
 Validation and test run per benchmark set (one dataloader each) and log
 ``{stage}/{set}/{metric}``: Y PSNR/SSIM of SR vs HR, LR fidelity vs bicubic LR, and at test time
@@ -26,11 +25,9 @@ from torchmetrics import MetricCollection
 
 from taid_car.imresize import bicubic_downscale, bicubic_upscale
 from taid_car.metrics import PSNRRGB, PSNRY, SSIMY, LRFidelity
+from taid_car.models.downscaler import Downscaler
 from taid_car.models.quantize import quantize_8bit
-from taid_car.models.regularizers import offset_magnitude_loss, offset_tv_loss, taid_guidance_loss
 from taid_car.results import SetResult
-
-LOSS_TERMS = ("l1", "offset_magnitude", "offset_tv", "guidance")
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -41,10 +38,12 @@ class Rescaler(L.LightningModule):
     """Downscaler + upscaler, trained jointly.
 
     Args:
-        downscaler: HR (B,3,H,W) in [0,1] -> LR (B,3,H/s,W/s) (float, quantised here).
+        downscaler: a :class:`~taid_car.models.downscaler.Downscaler`: HR (B,3,H,W) in [0,1]
+            -> LR (B,3,H/s,W/s) (float, quantised here), plus its regularisers.
         upscaler: LR (B,3,h,w) -> SR (B,3,h*s,w*s).
         scale: integer factor.
-        loss_weights: weights of :data:`LOSS_TERMS` (missing terms weigh 0, except l1 = 1).
+        loss_weights: weights of ``l1`` (default 1) and of the downscaler's
+            ``regularizer_names`` (default 0); a nonzero weight for any other name is an error.
         quantize: LR quantiser backward rule, ``ste`` or ``soft`` (forward always rounds).
         optimizer: partial optimiser, called with the parameters.
         scheduler: optional partial LR scheduler, called with the optimiser; stepped per step.
@@ -71,12 +70,13 @@ class Rescaler(L.LightningModule):
         downscaler_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        if not isinstance(downscaler, Downscaler):
+            raise TypeError(
+                f"downscaler must be a taid_car.models.downscaler.Downscaler (forward, "
+                f"regularizers, size_multiple), got {type(downscaler).__name__}"
+            )
         self.downscaler, self.upscaler, self.scale = downscaler, upscaler, int(scale)
-        weights = {"l1": 1.0, **dict(loss_weights or {})}
-        unknown = set(weights) - set(LOSS_TERMS)
-        if unknown:
-            raise ValueError(f"unknown loss term(s) {sorted(unknown)}; known: {LOSS_TERMS}")
-        self.loss_weights = {term: float(weights.get(term, 0.0)) for term in LOSS_TERMS}
+        self.loss_weights = resolve_loss_weights(loss_weights, downscaler)
         self.quantize_mode = quantize
         quantize_8bit(torch.zeros(1), quantize)  # validates the mode now, not mid-run
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -90,35 +90,20 @@ class Rescaler(L.LightningModule):
         self.test_results: list[SetResult] = []
 
     # ----------------------------------------------------------------- forward
-    def downscale(self, hr: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """HR -> (LR quantised to 8 bit, auxiliary maps such as CAR's kernels and offsets)."""
-        with_aux = getattr(self.downscaler, "forward_with_aux", None)
-        if with_aux is None:
-            lr, aux = self.downscaler(hr), {}
-        else:
-            out = with_aux(hr)
-            lr, aux = out.lr, {k: v for k, v in out._asdict().items() if k != "lr"}
-        return quantize_8bit(lr, self.quantize_mode), aux
-
     def forward(self, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """HR (B,3,H,W) in [0,1] -> (LR (B,3,H/s,W/s) on the 8-bit grid, SR (B,3,H,W))."""
-        lr, _ = self.downscale(hr)
+        lr = quantize_8bit(self.downscaler(hr), self.quantize_mode)
         return lr, self.upscaler(lr)
 
     # ----------------------------------------------------------------- training
     def compute_losses(self, hr: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Weighted loss terms in use and their sum under ``loss``."""
-        lr, aux = self.downscale(hr)
-        sr = self.upscaler(lr)
-        w = self.loss_weights
+        """Weighted loss terms in use (unweighted values) and their weighted sum under ``loss``."""
+        lr, sr = self(hr)
         terms = {"l1": F.l1_loss(sr, hr)}
-        if w["offset_magnitude"] and "offsets_h" in aux:
-            terms["offset_magnitude"] = offset_magnitude_loss(aux["offsets_h"], aux["offsets_v"])
-        if w["offset_tv"] and "offsets_h" in aux:
-            terms["offset_tv"] = offset_tv_loss(aux["kernels"], aux["offsets_h"], aux["offsets_v"])
-        if w["guidance"]:
-            terms["guidance"] = taid_guidance_loss(lr, hr, self.scale)
-        terms["loss"] = sum(w[name] * value for name, value in terms.items())
+        for name, value in self.downscaler.regularizers(hr, lr).items():  # also frees CAR's maps
+            if self.loss_weights[name]:
+                terms[name] = value
+        terms["loss"] = sum(self.loss_weights[name] * value for name, value in terms.items())
         return terms
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -219,6 +204,23 @@ class Rescaler(L.LightningModule):
             "downscaler": count_parameters(self.downscaler),
             "upscaler": count_parameters(self.upscaler),
         }
+
+
+def resolve_loss_weights(weights: dict[str, float] | None, downscaler: Downscaler) -> dict[str, float]:
+    """``{"l1", *downscaler.regularizer_names}`` -> weight (l1 defaults to 1, the others to 0).
+
+    Raises ValueError naming the term and the downscaler for a nonzero weight on a term it does
+    not produce (e.g. ``offset_tv`` on a TAID run); zero weights for other names are ignored.
+    """
+    known = ("l1", *downscaler.regularizer_names)
+    given = {"l1": 1.0, **dict(weights or {})}
+    stray = sorted(name for name, value in given.items() if name not in known and float(value) != 0.0)
+    if stray:
+        raise ValueError(
+            f"model.loss_weights: {', '.join(f'{n}={given[n]}' for n in stray)} weight(s) a term "
+            f"that {type(downscaler).__name__} does not produce; its terms are {list(known)}"
+        )
+    return {name: float(given.get(name, 0.0)) for name in known}
 
 
 def load_trained_pair(ckpt_path: str | Path) -> tuple[nn.Module, nn.Module, dict]:

@@ -27,7 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from taid_car.imresize import bicubic_downscale
+from taid_car.models.downscaler import Downscaler
 from taid_car.models.edsr import EDSR, MeanShift, ResBlock, conv3x3, upsample_factors
+from taid_car.models.regularizers import taid_guidance_loss
 
 #: Sizes for both halves. ``tiny`` trains on a CPU; ``base`` is EDSR-baseline sized.
 TAID_PRESETS: dict[str, dict[str, Any]] = {
@@ -124,8 +126,11 @@ class _Recursive(nn.Module):
         return x
 
 
-class TAIDDownscaler(nn.Module):
+class TAIDDownscaler(Downscaler):
     """TAID downscaler: HR (B,3,H,W) in [0,1] -> LR (B,3,H/s,W/s) (not quantised).
+
+    Its regulariser is the paper's guidance towards bicubic LR, ``guidance`` =
+    L1(LR, bicubic(HR)) with LR the quantised image the decoder sees.
 
     Args:
         scale: downscaling factor (power of 2 or 3; power of 2 when ``recursive``).
@@ -136,6 +141,8 @@ class TAIDDownscaler(nn.Module):
         **overrides: ``n_blocks``, ``n_feats``, ``res_scale``.
     """
 
+    regularizer_names = ("guidance",)
+
     def __init__(
         self,
         scale: int,
@@ -145,10 +152,10 @@ class TAIDDownscaler(nn.Module):
         skip: str = "bicubic",
         **overrides: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(scale)
         cfg = _resolve(preset, overrides)
         step, levels = _levels(scale, recursive)
-        self.scale, self.recursive = scale, recursive
+        self.recursive = recursive
         self.net = _Recursive(lambda: TAIDEncoder(step, skip=skip, **cfg), levels, share_weights)
 
     def forward(self, hr: torch.Tensor) -> torch.Tensor:
@@ -159,6 +166,10 @@ class TAIDDownscaler(nn.Module):
                 f"{self.scale}, got shape {tuple(hr.shape)}"
             )
         return self.net(hr)
+
+    def regularizers(self, hr: torch.Tensor, lr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``guidance``: L1 between ``lr`` (quantised) and the MATLAB-bicubic LR of ``hr``."""
+        return {"guidance": taid_guidance_loss(lr, hr, self.scale)}
 
 
 class TAIDUpscaler(nn.Module):

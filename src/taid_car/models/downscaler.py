@@ -1,0 +1,58 @@
+"""The contract every downscaler keeps (bicubic, CAR, TAID, and any added later).
+
+* ``forward(hr) -> lr``: HR (B,3,H,W) in [0,1] -> LR (B,3,H/s,W/s), float, *not* quantised
+  (the caller rounds it to the 8-bit grid).
+* ``regularizers(hr, lr) -> dict[str, Tensor]``: the model's own training terms (scalars),
+  named in :attr:`regularizer_names`. ``lr`` is the quantised LR the upscaler sees, ``hr`` the
+  batch just passed to ``forward``. CAR returns its offset terms, TAID its bicubic guidance,
+  bicubic none. The LightningModule only weights and sums them.
+* ``size_multiple``: HR height and width must be multiples of this (CAR: its kernel net's
+  stride; otherwise the scale). Data crops come from it, not from a config key.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class Downscaler(nn.Module):
+    """Base class: an integer ``scale``, no regularisers, HR sides multiples of the scale."""
+
+    #: names of the terms :meth:`regularizers` returns
+    regularizer_names: tuple[str, ...] = ()
+
+    def __init__(self, scale: int) -> None:
+        super().__init__()
+        if isinstance(scale, bool) or int(scale) != scale or scale < 1:
+            raise ValueError(f"scale must be a positive integer, got {scale!r}")
+        self.scale = int(scale)
+
+    @property
+    def size_multiple(self) -> int:
+        """HR sides must be multiples of this many pixels."""
+        return self.scale
+
+    def forward(self, hr: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def regularizers(self, hr: torch.Tensor, lr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training terms of the last ``forward(hr)``, each a scalar; none by default."""
+        return {}
+
+
+def crop_multiple(downscaler: Downscaler, modcrop: int | None = None) -> int:
+    """HR crop multiple for whole images: ``modcrop`` when set (e.g. one crop for every method of
+    a study), else lcm(scale, ``downscaler.size_multiple``). Raises ValueError naming
+    ``data.modcrop`` when it is not a multiple of what the downscaler needs."""
+    need = math.lcm(downscaler.scale, downscaler.size_multiple)
+    if modcrop is None:
+        return need
+    if int(modcrop) % need:
+        raise ValueError(
+            f"data.modcrop={modcrop} is not a multiple of {need}, the HR size multiple "
+            f"{type(downscaler).__name__} needs at scale {downscaler.scale}"
+        )
+    return int(modcrop)

@@ -1,0 +1,82 @@
+"""The one downscaler contract (forward, regularizers, size_multiple) and how the Rescaler uses it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from taid_car.models import EDSR, BicubicDownscaler, CARDownscaler, TAIDDownscaler
+from taid_car.models.downscaler import Downscaler, crop_multiple
+from taid_car.models.quantize import quantize_8bit
+from taid_car.models.regularizers import offset_magnitude_loss, offset_tv_loss, taid_guidance_loss
+from taid_car.models.rescaler import Rescaler, resolve_loss_weights
+
+DOWNSCALERS = {
+    "bicubic": lambda s: BicubicDownscaler(s),
+    "car": lambda s: CARDownscaler(s, preset="small"),
+    "taid": lambda s: TAIDDownscaler(s, preset="tiny"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DOWNSCALERS))
+def test_every_downscaler_keeps_the_contract(name):
+    down = DOWNSCALERS[name](2).train()
+    assert isinstance(down, Downscaler)
+    hr = torch.rand(2, 3, 24, 40)
+    lr = down(hr)
+    assert lr.shape == (2, 3, 12, 20)
+    terms = down.regularizers(hr, quantize_8bit(lr))
+    assert set(terms) == set(down.regularizer_names)
+    assert all(t.ndim == 0 and torch.isfinite(t) for t in terms.values())
+    assert down.size_multiple % down.scale == 0
+    assert crop_multiple(down) == down.size_multiple
+
+
+def test_car_regularizers_are_those_of_its_own_maps():
+    car = CARDownscaler(2, preset="small").train()
+    hr = torch.rand(1, 3, 16, 24)
+    lr = car(hr)
+    maps = car._maps[1]
+    terms = car.regularizers(hr, lr)
+    assert car._maps is None  # freed once read
+    assert torch.equal(terms["offset_magnitude"], offset_magnitude_loss(maps.offsets_h, maps.offsets_v))
+    assert torch.equal(terms["offset_tv"], offset_tv_loss(maps.kernels, maps.offsets_h, maps.offsets_v))
+    with torch.no_grad():  # no maps kept in evaluation: recomputed, same values
+        car.eval()
+        car(hr)
+        again = car.regularizers(hr, lr)
+    torch.testing.assert_close(again["offset_tv"], terms["offset_tv"])
+
+
+def test_taid_guidance_is_its_regularizer():
+    taid = TAIDDownscaler(2)
+    hr = torch.rand(1, 3, 16, 16)
+    lr = quantize_8bit(taid(hr))
+    assert torch.equal(taid.regularizers(hr, lr)["guidance"], taid_guidance_loss(lr, hr, 2))
+
+
+def test_a_weight_for_a_term_the_model_does_not_produce_is_an_error():
+    """An offset weight on a TAID run used to be dropped silently."""
+    with pytest.raises(ValueError, match=r"offset_tv=0.005.*TAIDDownscaler does not produce.*'guidance'"):
+        resolve_loss_weights({"l1": 1, "offset_tv": 0.005}, TAIDDownscaler(2))
+    with pytest.raises(ValueError, match="guidance=1.0.*CARDownscaler"):
+        Rescaler(CARDownscaler(2, preset="small"), EDSR(2, n_blocks=1, n_feats=8), 2,
+                 loss_weights={"guidance": 1.0})
+    assert resolve_loss_weights({"offset_tv": 0}, BicubicDownscaler(2)) == {"l1": 1.0}  # zero: harmless
+    assert resolve_loss_weights(None, CARDownscaler(2, preset="small")) == {
+        "l1": 1.0, "offset_magnitude": 0.0, "offset_tv": 0.0}
+
+
+def test_rescaler_sums_the_weighted_terms_the_downscaler_returns():
+    torch.manual_seed(0)
+    rescaler = Rescaler(CARDownscaler(2, preset="small"), EDSR(2, n_blocks=1, n_feats=8), 2,
+                        loss_weights={"l1": 1.0, "offset_magnitude": 0.5, "offset_tv": 0.0})
+    hr = torch.rand(2, 3, 16, 16)
+    terms = rescaler.compute_losses(hr)
+    assert set(terms) == {"l1", "offset_magnitude", "loss"}  # zero-weight terms are not in the loss
+    torch.testing.assert_close(terms["loss"], terms["l1"] + 0.5 * terms["offset_magnitude"])
+
+
+def test_rescaler_refuses_a_module_without_the_contract():
+    with pytest.raises(TypeError, match="must be a taid_car.models.downscaler.Downscaler"):
+        Rescaler(torch.nn.AvgPool2d(2), EDSR(2, n_blocks=1, n_feats=8), 2)
