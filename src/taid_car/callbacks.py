@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import WandbLogger
 
 from taid_car.data.io import save_image
-from taid_car.imresize import bicubic_downscale, bicubic_upscale
-from taid_car.models.quantize import quantize_8bit
+from taid_car.scoring.pipeline import Rescaled, rescale_and_score
 
 PANEL_CAPTIONS = ("HR", "LR (nearest)", "SR", "bicubic LR (nearest)", "bicubic SR")
 
@@ -30,10 +29,10 @@ def center_crop(image: torch.Tensor, size: int, multiple: int) -> torch.Tensor:
     return image[..., top:top + side, left:left + side]
 
 
-def panel_row(hr: torch.Tensor, lr: torch.Tensor, sr: torch.Tensor, scale: int) -> list[torch.Tensor]:
-    """(3,H,W) images in :data:`PANEL_CAPTIONS` order, LRs nearest-upscaled to H x W."""
-    bicubic_lr = quantize_8bit(bicubic_downscale(hr, scale))
-    bicubic_sr = bicubic_upscale(bicubic_lr, scale)
+def panel_row(hr: torch.Tensor, out: Rescaled, scale: int) -> list[torch.Tensor]:
+    """(3,H,W) images in :data:`PANEL_CAPTIONS` order from a pipeline pass with the reference,
+    LRs nearest-upscaled to H x W."""
+    lr, sr, bicubic_lr, bicubic_sr = out.lr, out.sr, out.bicubic_lr, out.bicubic_sr
 
     def nearest(x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(x, scale_factor=scale, mode="nearest")
@@ -79,8 +78,8 @@ class ImagePanels(L.Callback):
         multiple = getattr(trainer.datamodule, "modcrop", None) or scale
         for name, hr in self._crops(trainer, multiple):
             hr = hr.unsqueeze(0).to(pl_module.device)
-            lr, sr = pl_module(hr)
-            row = panel_row(hr, lr, sr, scale)
+            out = rescale_and_score(pl_module.downscaler, pl_module.upscaler, hr, scale, False)
+            lr, row = out.lr, panel_row(hr, out, scale)
             if self.output_dir is not None:
                 save_image(torch.cat(row, dim=-1), self.output_dir / "panels" / f"step{step:06d}_{name}.png",
                            overwrite=True)

@@ -44,7 +44,9 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+
+from taid_car.scoring import tables
+from taid_car.scoring.tables import MISSING, Column
 
 #: Metrics ``--metric`` may pick: label, unit, and the bicubic reference key when there is one.
 METRICS = {
@@ -83,7 +85,6 @@ CSV_FIELDS = [
 ]
 
 SEARCH_DEPTH = 3
-MISSING = "–"
 
 
 class NoRunsError(ValueError):
@@ -296,61 +297,44 @@ def _fmt(value: float | None, spec: str) -> str:
     return format(value, spec)
 
 
-#: Markdown / terminal columns: title and how a row's cell is written.
+#: Markdown / terminal columns (the first four are text): title and how a row's cell is written.
 COLUMNS = [
-    ("Set", lambda r: r["set_name"]),
-    ("Scale", lambda r: f"x{r['scale']}"),
-    ("Method", lambda r: r["method"]),
-    ("Run", lambda r: r["run"]),
-    ("PSNR-Y (dB)", lambda r: _fmt(r["psnr_y"], ".2f")),
-    ("SSIM-Y", lambda r: _fmt(r["ssim_y"], ".4f")),
-    ("Gain vs bicubic (dB)", lambda r: _fmt(r["gain_psnr_y"], "+.2f")),
-    ("LR vs bicubic LR (dB)", lambda r: _fmt(r["lr_psnr_y"], ".2f")),
-    ("Bicubic PSNR-Y (dB)", lambda r: _fmt(r["bicubic_psnr_y"], ".2f")),
-    ("Bicubic SSIM-Y", lambda r: _fmt(r["bicubic_ssim_y"], ".4f")),
-    (
-        "Params (down + up)",
+    Column("set_name", "Set", text=True),
+    Column("scale", "Scale", "x{}", text=True),
+    Column("method", "Method", text=True),
+    Column("run", "Run", text=True),
+    Column("psnr_y", "PSNR-Y (dB)", lambda r: _fmt(r["psnr_y"], ".2f")),
+    Column("ssim_y", "SSIM-Y", lambda r: _fmt(r["ssim_y"], ".4f")),
+    Column("gain_psnr_y", "Gain vs bicubic (dB)", lambda r: _fmt(r["gain_psnr_y"], "+.2f")),
+    Column("lr_psnr_y", "LR vs bicubic LR (dB)", lambda r: _fmt(r["lr_psnr_y"], ".2f")),
+    Column("bicubic_psnr_y", "Bicubic PSNR-Y (dB)", lambda r: _fmt(r["bicubic_psnr_y"], ".2f")),
+    Column("bicubic_ssim_y", "Bicubic SSIM-Y", lambda r: _fmt(r["bicubic_ssim_y"], ".4f")),
+    Column(
+        "params", "Params (down + up)",
         lambda r: f"{format_count(r['params_downscaler'])} + {format_count(r['params_upscaler'])}",
     ),
-    ("Train time", lambda r: format_seconds(r["train_seconds"])),
-    ("Steps", lambda r: MISSING if r["steps"] is None else str(r["steps"])
-     + (f" (+{r['pretrain_steps']} bicubic pretraining)" if r.get("pretrain_steps") else "")),
+    Column("train_seconds", "Train time", lambda r: format_seconds(r["train_seconds"])),
+    Column("steps", "Steps", lambda r: MISSING if r["steps"] is None else str(r["steps"])
+           + (f" (+{r['pretrain_steps']} bicubic pretraining)" if r.get("pretrain_steps") else "")),
 ]
-TEXT_COLUMNS = 4  # left-aligned; the rest are numbers
 
 
 def table_cells(row: dict) -> list[str]:
-    return [cell(row) for _, cell in COLUMNS]
+    return tables.cells([row], COLUMNS)[0]
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
     """GitHub Markdown table of the comparison rows."""
-
-    def line(cells: Iterable[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-    rule = "|" + "|".join("---" if i < TEXT_COLUMNS else "---:" for i in range(len(COLUMNS))) + "|"
-    return (
-        "\n".join([line(t for t, _ in COLUMNS), rule, *(line(table_cells(r)) for r in rows)]) + "\n"
-    )
+    return tables.markdown_table(rows, COLUMNS)
 
 
-def rich_table(rows: Sequence[dict], title: str) -> Table:
-    table = Table(title=title)
-    for i, (name, _) in enumerate(COLUMNS):
-        table.add_column(name, justify="left" if i < TEXT_COLUMNS else "right")
-    for row in rows:
-        table.add_row(*table_cells(row))
-    return table
+def rich_table(rows: Sequence[dict], title: str):
+    return tables.rich_table(rows, COLUMNS, title)
 
 
 def write_csv(rows: Sequence[dict], path: Path) -> None:
     """Raw numbers (inf written as ``inf``, missing values empty)."""
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_FIELDS})
+    tables.write_csv(rows, CSV_FIELDS, path)
 
 
 def failed_lines(runs: Iterable[Run]) -> list[str]:

@@ -28,13 +28,10 @@ import torch.nn.functional as F
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from taid_car.benchmark import rescale
 from taid_car.compare import NoRunsError, Run, collect_runs, natural_key
 from taid_car.data.io import ImageError, read_image
-from taid_car.imresize import bicubic_downscale, bicubic_upscale
-from taid_car.metrics import psnr_y
-from taid_car.models.quantize import quantize_8bit
 from taid_car.models.rescaler import load_trained_pair
+from taid_car.scoring.pipeline import bicubic_reference, rescale_and_score, score_sr
 
 REFERENCE = "Bicubic & Bicubic"
 
@@ -86,24 +83,15 @@ def load_pair(run: Run) -> TrainedPair:
 
 
 def render(hr: torch.Tensor, is_gray: bool, scale: int, pairs: Sequence[TrainedPair]) -> list[Rendition]:
-    """Bicubic & Bicubic plus every pair's downscale -> 8 bit -> upscale of ``hr`` (1,3,H,W)."""
-    bicubic_lr = quantize_8bit(bicubic_downscale(hr, scale))
-    gray = torch.tensor([is_gray])
-
-    def scored(method: str, lr: torch.Tensor, sr: torch.Tensor) -> Rendition:
-        sr = sr.clamp(0, 1)
-        return Rendition(
-            method,
-            lr.clamp(0, 1),
-            sr,
-            float(psnr_y(sr, hr, crop_border=scale, is_gray=gray)),
-            float(psnr_y(lr, bicubic_lr, is_gray=gray)),
-        )
-
-    renditions = [scored(REFERENCE, bicubic_lr, bicubic_upscale(bicubic_lr, scale))]
-    with torch.no_grad():
-        for pair in pairs:
-            renditions.append(scored(pair.method, *rescale(pair.downscaler, pair.upscaler, hr)))
+    """Bicubic & Bicubic plus every pair's downscale -> 8 bit -> upscale of ``hr`` (1,3,H,W),
+    each through :func:`~taid_car.scoring.pipeline.rescale_and_score` (reference from its parts)."""
+    bicubic_lr, bicubic_sr = bicubic_reference(hr, scale)
+    reference = score_sr(bicubic_sr, hr, scale, torch.tensor([is_gray]))["psnr_y"]
+    renditions = [Rendition(REFERENCE, bicubic_lr, bicubic_sr.clamp(0, 1), float(reference), math.inf)]
+    for pair in pairs:
+        out = rescale_and_score(pair.downscaler, pair.upscaler, hr, scale, is_gray, reference=False)
+        renditions.append(Rendition(pair.method, out.lr, out.sr.clamp(0, 1),
+                                    float(out.scores["psnr_y"]), float(out.scores["lr_psnr_y"])))
     return renditions
 
 

@@ -35,7 +35,6 @@ input, existing outputs without ``--overwrite``).
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import logging
 import math
@@ -47,8 +46,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from rich.console import Console
-from rich.table import Table
 from torch import nn
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -63,9 +60,10 @@ from taid_car.data.io import (
     read_image,
     save_image,
 )
-from taid_car.imresize import bicubic_downscale, bicubic_upscale
-from taid_car.metrics import psnr_y, ssim_y
-from taid_car.models.quantize import quantize_8bit
+from taid_car.imresize import bicubic_upscale
+from taid_car.scoring import tables
+from taid_car.scoring.pipeline import downscale_8bit, rescale_and_score, score_sr
+from taid_car.scoring.tables import Column
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +140,7 @@ def load_pair(ckpt: str | Path, device: torch.device) -> Pair:
 @torch.inference_mode()
 def downscale(pair: Pair, hr: torch.Tensor) -> torch.Tensor:
     """HR (1,3,H,W) in [0,1], H, W multiples of ``pair.crop`` -> LR (1,3,H/s,W/s) on the 8-bit grid."""
-    return quantize_8bit(pair.downscaler(hr.to(pair.device))).cpu()
+    return downscale_8bit(pair.downscaler, hr.to(pair.device)).cpu()
 
 
 @torch.inference_mode()
@@ -373,57 +371,55 @@ def run_upscale(args: argparse.Namespace, pair: Pair) -> int:
     return summarize(outcome, f"upscaled ({pair.method}, x{pair.scale}) into {args.output}:")
 
 
+# the pipeline's per-image scores a round trip reports (RGB PSNR is left to ``evaluate``)
+ROUNDTRIP_SCORES = ("psnr_y", "ssim_y", "lr_psnr_y", "bicubic_psnr_y", "bicubic_ssim_y")
+
+
 def score_image(pair: Pair, hr: torch.Tensor, is_gray: bool, jpeg_quality: int | None) -> dict:
-    """One HR (1,3,H,W) through the pair and through Bicubic & Bicubic; Y PSNR (dB) / SSIM of SR
-    vs HR (border = scale), LR fidelity (Y PSNR of LR vs bicubic LR) and, with ``jpeg_quality``,
-    the same after JPEG-compressing each LR, with JPEG bits per LR pixel."""
+    """One HR (1,3,H,W) through :func:`~taid_car.scoring.pipeline.rescale_and_score` (the pair and
+    Bicubic & Bicubic): Y PSNR (dB) / SSIM of SR vs HR (border = scale), LR fidelity (Y PSNR of
+    LR vs bicubic LR) and, with ``jpeg_quality``, the same after JPEG-compressing each LR, with
+    JPEG bits per LR pixel."""
     s, gray = pair.scale, torch.tensor([is_gray])
-    lr = downscale(pair, hr)
-    bicubic_lr = quantize_8bit(bicubic_downscale(hr, s))
-    sr, bicubic_sr = upscale(pair, lr), bicubic_upscale(bicubic_lr, s)
-    row = {
-        "psnr_y": psnr_y(sr, hr, s, gray).item(),
-        "ssim_y": ssim_y(sr, hr, s, gray).item(),
-        "lr_psnr_y": psnr_y(lr, bicubic_lr, 0, gray).item(),
-        "bicubic_psnr_y": psnr_y(bicubic_sr, hr, s, gray).item(),
-        "bicubic_ssim_y": ssim_y(bicubic_sr, hr, s, gray).item(),
-    }
+    with torch.inference_mode():
+        out = rescale_and_score(pair.downscaler, pair.upscaler, hr.to(pair.device), s, is_gray)
+    row = {key: out.scores[key].item() for key in ROUNDTRIP_SCORES}
     if jpeg_quality is not None:
+        lr, bicubic_lr = out.lr.cpu(), out.bicubic_lr.cpu()
         pixels = lr.shape[-2] * lr.shape[-1]
         lr_jpeg, size = jpeg_roundtrip(lr, jpeg_quality, is_gray)
         bicubic_jpeg, bicubic_size = jpeg_roundtrip(bicubic_lr, jpeg_quality, is_gray)
         sr_jpeg, bicubic_sr_jpeg = upscale(pair, lr_jpeg), bicubic_upscale(bicubic_jpeg, s)
+        row |= {key: value.item() for key, value in score_sr(sr_jpeg, hr, s, gray, prefix="jpeg_").items()}
+        row["jpeg_bpp"] = 8 * size / pixels
         row |= {
-            "jpeg_psnr_y": psnr_y(sr_jpeg, hr, s, gray).item(),
-            "jpeg_ssim_y": ssim_y(sr_jpeg, hr, s, gray).item(),
-            "jpeg_bpp": 8 * size / pixels,
-            "bicubic_jpeg_psnr_y": psnr_y(bicubic_sr_jpeg, hr, s, gray).item(),
-            "bicubic_jpeg_ssim_y": ssim_y(bicubic_sr_jpeg, hr, s, gray).item(),
-            "bicubic_jpeg_bpp": 8 * bicubic_size / pixels,
+            key: value.item()
+            for key, value in score_sr(bicubic_sr_jpeg, hr, s, gray, prefix="bicubic_jpeg_").items()
         }
+        row["bicubic_jpeg_bpp"] = 8 * bicubic_size / pixels
     return row
 
 
-def roundtrip_columns(with_jpeg: bool) -> list[tuple[str, str, str]]:
+def roundtrip_columns(with_jpeg: bool) -> list[Column]:
     """(key, title, format) of the round-trip table; "Bic." is Bicubic & Bicubic, "JPEG" the
     scores with the LR JPEG-compressed, "bpp" the JPEG size in bits per LR pixel."""
     columns = [
-        ("image", "Image", "{}"),
-        ("size", "HR size", "{}"),
-        ("psnr_y", "PSNR-Y", "{:.2f}"),
-        ("ssim_y", "SSIM-Y", "{:.4f}"),
-        ("lr_psnr_y", "LR vs bic.", "{:.2f}"),
-        ("bicubic_psnr_y", "Bic. PSNR-Y", "{:.2f}"),
-        ("bicubic_ssim_y", "Bic. SSIM-Y", "{:.4f}"),
+        Column("image", "Image", "{}", text=True),
+        Column("size", "HR size", "{}", text=True),
+        Column("psnr_y", "PSNR-Y", "{:.2f}"),
+        Column("ssim_y", "SSIM-Y", "{:.4f}"),
+        Column("lr_psnr_y", "LR vs bic.", "{:.2f}"),
+        Column("bicubic_psnr_y", "Bic. PSNR-Y", "{:.2f}"),
+        Column("bicubic_ssim_y", "Bic. SSIM-Y", "{:.4f}"),
     ]
     if with_jpeg:
         columns += [
-            ("jpeg_psnr_y", "JPEG PSNR-Y", "{:.2f}"),
-            ("jpeg_ssim_y", "JPEG SSIM-Y", "{:.4f}"),
-            ("jpeg_bpp", "JPEG bpp", "{:.2f}"),
-            ("bicubic_jpeg_psnr_y", "Bic. JPEG PSNR-Y", "{:.2f}"),
-            ("bicubic_jpeg_ssim_y", "Bic. JPEG SSIM-Y", "{:.4f}"),
-            ("bicubic_jpeg_bpp", "Bic. JPEG bpp", "{:.2f}"),
+            Column("jpeg_psnr_y", "JPEG PSNR-Y", "{:.2f}"),
+            Column("jpeg_ssim_y", "JPEG SSIM-Y", "{:.4f}"),
+            Column("jpeg_bpp", "JPEG bpp", "{:.2f}"),
+            Column("bicubic_jpeg_psnr_y", "Bic. JPEG PSNR-Y", "{:.2f}"),
+            Column("bicubic_jpeg_ssim_y", "Bic. JPEG SSIM-Y", "{:.4f}"),
+            Column("bicubic_jpeg_bpp", "Bic. JPEG bpp", "{:.2f}"),
         ]
     return columns
 
@@ -450,42 +446,15 @@ def jpeg_summary(mean: dict, quality: int, method: str) -> str:
     )
 
 
-def format_rows(rows: Sequence[dict], columns) -> list[list[str]]:
-    return [[fmt.format(row[key]) for key, _, fmt in columns] for row in rows]
-
-
-def print_table(rows: Sequence[dict], columns, title: str, caption: str | None) -> None:
-    """Rich table on stdout; logs and pipes get a wide console so no column is cut."""
-    table = Table(title=title, caption=caption)
-    for i, (_, name, _) in enumerate(columns):
-        table.add_column(name, justify="left" if i < 2 else "right")
-    formatted = format_rows(rows, columns)
-    for i, cells in enumerate(formatted):
-        table.add_row(*cells, end_section=i == len(formatted) - 2)
-    console = Console()
-    (console if console.is_terminal else Console(width=250)).print(table)
-
-
 def write_tables(
     rows: Sequence[dict], columns, title: str, caption: str | None, out_dir: Path, overwrite: bool
 ) -> list[Path]:
     """``roundtrip.csv`` (full precision) and ``roundtrip.md`` (rounded) in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = (out_dir / name for name in RESULT_FILES)
-    mode = "w" if overwrite else "x"
-    with csv_path.open(mode, newline="") as handle:
-        writer = csv.DictWriter(
-            handle, fieldnames=[key for key, _, _ in columns], extrasaction="ignore"
-        )
-        writer.writeheader()
-        writer.writerows(rows)
-    header = "| " + " | ".join(name for _, name, _ in columns) + " |"
-    rule = "|" + "|".join("---" if i < 2 else "---:" for i in range(len(columns))) + "|"
-    body = ["| " + " | ".join(cells) + " |" for cells in format_rows(rows, columns)]
-    with md_path.open(mode) as handle:
-        handle.write("\n".join([f"**{title}**", "", header, rule, *body]) + "\n")
-        if caption:
-            handle.write(f"\n{caption}.\n")
+    tables.write_csv(rows, [c.key for c in columns], csv_path, overwrite=overwrite)
+    with md_path.open("w" if overwrite else "x") as handle:
+        handle.write(tables.markdown_table(rows, columns, title, caption))
     return [csv_path, md_path]
 
 
@@ -521,7 +490,7 @@ def run_roundtrip(args: argparse.Namespace, pair: Pair) -> int:
     caption = None
     if args.jpeg_quality is not None:
         caption = jpeg_summary(rows[-1], args.jpeg_quality, pair.method)
-    print_table(rows, columns, title, caption)
+    tables.print_table(rows, columns, title, caption, total_row=True)
     if out_dir is not None:
         for path in write_tables(rows, columns, title, caption, out_dir, args.overwrite):
             log.info("wrote %s", path)

@@ -86,7 +86,7 @@ def continue_wandb_run(cfg: DictConfig) -> None:
 
 def log_results_table(trainer: L.Trainer, results: list) -> None:
     """The test results as a W&B table (``test/results``) when a WandbLogger is attached."""
-    columns = [key for key, _, _ in COLUMNS]
+    columns = [c.key for c in COLUMNS]
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             logger.log_table(key="test/results", columns=columns,

@@ -21,13 +21,34 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 
-from taid_car.imresize import bicubic_downscale, bicubic_upscale
-from taid_car.metrics import PSNRRGB, PSNRY, SSIMY, LRFidelity
 from taid_car.models.downscaler import Downscaler
 from taid_car.models.quantize import quantize_8bit
 from taid_car.results import SetResult
+from taid_car.scoring.pipeline import REFERENCE_SCORES, SCORES, rescale_and_score
+
+VAL_SCORES = ("psnr_y", "ssim_y", "lr_psnr_y")  # logged at every validation; test adds the rest
+
+
+class PerImageMean(Metric):
+    """Mean of per-image scores (B,) over a set, in float64, summed over DDP ranks; ``count``
+    is the number of images. Sums in image order, as ``evaluate`` does, so both agree bitwise."""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, values: torch.Tensor) -> None:
+        for value in values.detach().reshape(-1).to(torch.float64):
+            self.total += value
+        self.count += values.numel()
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.count
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -139,31 +160,19 @@ class Rescaler(L.LightningModule):
 
     # ----------------------------------------------------------------- evaluation
     def _val_collection(self) -> MetricCollection:
-        return MetricCollection(
-            {"psnr_y": PSNRY(self.scale), "ssim_y": SSIMY(self.scale), "lr_psnr_y": LRFidelity()}
-        )
+        return MetricCollection({name: PerImageMean() for name in VAL_SCORES})
 
     def _test_collection(self) -> MetricCollection:
-        return MetricCollection(
-            {
-                "psnr_y": PSNRY(self.scale), "ssim_y": SSIMY(self.scale),
-                "psnr_rgb": PSNRRGB(self.scale), "lr_psnr_y": LRFidelity(),
-                "bicubic_psnr_y": PSNRY(self.scale), "bicubic_ssim_y": SSIMY(self.scale),
-            }
-        )
+        return MetricCollection({name: PerImageMean() for name in (*SCORES, *REFERENCE_SCORES)})
 
     def _evaluate(self, batch: dict, metrics: MetricCollection, with_reference: bool) -> None:
-        hr, gray = batch["hr"], batch["is_gray"]
-        lr, sr = self(hr)
-        bicubic_lr = quantize_8bit(bicubic_downscale(hr, self.scale))
-        for name in ("psnr_y", "ssim_y", "psnr_rgb"):
-            if name in metrics:
-                metrics[name].update(sr, hr, gray)
-        metrics["lr_psnr_y"].update(lr, bicubic_lr, gray)
-        if with_reference:
-            bicubic_sr = bicubic_upscale(bicubic_lr, self.scale)
-            metrics["bicubic_psnr_y"].update(bicubic_sr, hr, gray)
-            metrics["bicubic_ssim_y"].update(bicubic_sr, hr, gray)
+        """Score the batch through :func:`~taid_car.scoring.pipeline.rescale_and_score`, the
+        function ``evaluate`` uses too, and add its per-image scores to the set's means."""
+        out = rescale_and_score(
+            self.downscaler, self.upscaler, batch["hr"], self.scale, batch["is_gray"], with_reference
+        )
+        for name, metric in metrics.items():
+            metric.update(out.scores[name])
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(batch, self.val_metrics[dataloader_idx], with_reference=False)

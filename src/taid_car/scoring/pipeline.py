@@ -1,0 +1,104 @@
+"""The one pipeline every entry point scores through (training's validation and test,
+``evaluate``, ``rescale roundtrip``, ``crops``, the image-panel callback).
+
+Per HR batch (B,3,H,W) in [0,1], H and W multiples of the downscaler's crop multiple:
+
+* ``lr = quantize_8bit(downscaler(hr))`` (B,3,H/s,W/s), on the 8-bit grid as a PNG holds it;
+* ``sr = upscaler(lr)`` (B,3,H,W), float, not clamped (the metrics clamp and round);
+* the Bicubic & Bicubic reference of the same HR: ``bicubic_lr`` (MATLAB imresize, 8 bit) and
+  ``bicubic_sr``;
+* per-image scores (:func:`score`): Y PSNR/SSIM and RGB PSNR of SR vs HR with ``scale`` border
+  pixels removed, LR fidelity (Y PSNR of LR vs bicubic LR, no border; ``inf`` for bicubic
+  itself) and, with the reference, the Bicubic & Bicubic Y PSNR/SSIM.
+
+No Lightning, no W&B: importing this is cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from taid_car.imresize import bicubic_downscale, bicubic_upscale
+from taid_car.metrics import psnr_rgb, psnr_y, ssim_y
+from taid_car.models.quantize import quantize_8bit
+
+#: per-image score names :func:`rescale_and_score` returns (the reference ones with ``reference``)
+SCORES = ("psnr_y", "ssim_y", "psnr_rgb", "lr_psnr_y")
+REFERENCE_SCORES = ("bicubic_psnr_y", "bicubic_ssim_y")
+
+
+@dataclass
+class Rescaled:
+    """One batch through the pipeline: images (B,3,·,·) and per-image scores (B,) float64."""
+
+    lr: torch.Tensor
+    sr: torch.Tensor
+    bicubic_lr: torch.Tensor
+    bicubic_sr: torch.Tensor | None
+    scores: dict[str, torch.Tensor]
+
+
+def downscale_8bit(downscaler: nn.Module, hr: torch.Tensor) -> torch.Tensor:
+    """HR (B,3,H,W) in [0,1] -> LR (B,3,H/s,W/s) on the 8-bit grid, as a saved PNG holds it."""
+    return quantize_8bit(downscaler(hr))
+
+
+def rescale(downscaler: nn.Module, upscaler: nn.Module, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """HR (B,3,H,W) in [0,1] -> (LR on the 8-bit grid (B,3,H/s,W/s), SR (B,3,H,W))."""
+    lr = downscale_8bit(downscaler, hr)
+    return lr, upscaler(lr)
+
+
+def bicubic_lr_of(hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """MATLAB-bicubic LR of HR (B,3,H,W) on the 8-bit grid (B,3,H/s,W/s): the fidelity target."""
+    return quantize_8bit(bicubic_downscale(hr, scale))
+
+
+def bicubic_reference(hr: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bicubic & Bicubic of HR (B,3,H,W): (bicubic LR on the 8-bit grid, bicubic SR (B,3,H,W))."""
+    bicubic_lr = bicubic_lr_of(hr, scale)
+    return bicubic_lr, bicubic_upscale(bicubic_lr, scale)
+
+
+def score_sr(sr: torch.Tensor, hr: torch.Tensor, scale: int, is_gray: torch.Tensor, prefix: str = "") -> dict:
+    """``{prefix}psnr_y``, ``{prefix}ssim_y`` (and ``psnr_rgb`` without a prefix) of SR vs HR, (B,)."""
+    scores = {f"{prefix}psnr_y": psnr_y(sr, hr, scale, is_gray), f"{prefix}ssim_y": ssim_y(sr, hr, scale, is_gray)}
+    if not prefix:
+        scores["psnr_rgb"] = psnr_rgb(sr, hr, scale)
+    return scores
+
+
+def score(hr, lr, sr, bicubic_lr, scale: int, is_gray, bicubic_sr=None) -> dict[str, torch.Tensor]:
+    """Per-image scores (B,) float64 of a rescaled batch: :data:`SCORES`, and
+    :data:`REFERENCE_SCORES` when ``bicubic_sr`` is given. ``is_gray``: (B,) bool (or one bool)."""
+    gray = _gray(is_gray, hr)
+    scores = score_sr(sr, hr, scale, gray)
+    scores["lr_psnr_y"] = psnr_y(lr, bicubic_lr, 0, gray)
+    if bicubic_sr is not None:
+        scores.update(score_sr(bicubic_sr, hr, scale, gray, prefix="bicubic_"))
+    return scores
+
+
+@torch.no_grad()
+def rescale_and_score(
+    downscaler: nn.Module,
+    upscaler: nn.Module,
+    hr: torch.Tensor,
+    scale: int,
+    is_gray,
+    reference: bool = True,
+) -> Rescaled:
+    """HR (B,3,H,W) in [0,1] through downscaler -> 8 bit -> upscaler, with the bicubic LR
+    (always: LR fidelity needs it) and, with ``reference``, Bicubic & Bicubic, all scored."""
+    lr, sr = rescale(downscaler, upscaler, hr)
+    bicubic_lr = bicubic_lr_of(hr, scale)
+    bicubic_sr = bicubic_upscale(bicubic_lr, scale) if reference else None
+    return Rescaled(lr, sr, bicubic_lr, bicubic_sr, score(hr, lr, sr, bicubic_lr, scale, is_gray, bicubic_sr))
+
+
+def _gray(is_gray, hr: torch.Tensor) -> torch.Tensor:
+    mask = torch.as_tensor(is_gray, dtype=torch.bool).reshape(-1).to(hr.device)
+    return mask.expand(hr.shape[0]) if mask.numel() == 1 else mask
