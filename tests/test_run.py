@@ -164,7 +164,7 @@ def test_evaluate_command_reproduces_the_runs_test_table(tmp_path):
 
 
 def test_loading_a_foreign_checkpoint_names_the_file(tmp_path):
-    from taid_car.models.rescaler import load_trained_pair
+    from taid_car.models.trained import load_trained_pair
 
     path = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}}, path)

@@ -33,7 +33,7 @@ from taid_car.crops import tested_checkpoint
 from taid_car.data.io import list_images, modcrop, read_image
 from taid_car.metrics import psnr_y
 from taid_car.models.quantize import quantize_8bit
-from taid_car.models.rescaler import load_trained_pair
+from taid_car.models.trained import load_trained_pair
 from taid_car.run import build_rescaler
 
 

@@ -30,7 +30,8 @@ from matplotlib.figure import Figure
 
 from taid_car.compare import NoRunsError, Run, collect_runs, natural_key
 from taid_car.data.io import ImageError, read_image
-from taid_car.models.rescaler import load_trained_pair
+from taid_car.models.trained import TrainedPair
+from taid_car.models.trained import load_pair as load_trained_pair
 from taid_car.scoring.pipeline import bicubic_reference, rescale_and_score, score_sr
 
 REFERENCE = "Bicubic & Bicubic"
@@ -67,19 +68,11 @@ def aligned_box(box: Sequence[int], scale: int, height: int, width: int) -> tupl
     return top, left, size
 
 
-@dataclass
-class TrainedPair:
-    """A finished run's tested downscaler/upscaler and the HR side multiple its downscaler needs."""
-
-    method: str
-    downscaler: torch.nn.Module
-    upscaler: torch.nn.Module
-    multiple: int
-
-
 def load_pair(run: Run) -> TrainedPair:
-    downscaler, upscaler, _ = load_trained_pair(tested_checkpoint(run.path))
-    return TrainedPair(run.method, downscaler.eval(), upscaler.eval(), downscaler.size_multiple)
+    """The pair a finished run tested, labelled with the run's method."""
+    pair = load_trained_pair(tested_checkpoint(run.path))
+    pair.method = run.method
+    return pair
 
 
 def render(hr: torch.Tensor, is_gray: bool, scale: int, pairs: Sequence[TrainedPair]) -> list[Rendition]:
@@ -142,7 +135,7 @@ def write_crops(
     for scale in sorted({run.scale for run in finished}):
         at_scale = sorted((r for r in finished if r.scale == scale), key=lambda r: natural_key(r.method))
         pairs = [load_pair(run) for run in at_scale]
-        multiple = math.lcm(scale, *(pair.multiple for pair in pairs))
+        multiple = math.lcm(scale, *(pair.crop for pair in pairs))
         height, width = (s // multiple * multiple for s in loaded.tensor.shape[-2:])
         if min(height, width) < multiple:
             raise ImageError(loaded.path, f"too small for x{scale} (needs at least {multiple} px a side)")

@@ -20,7 +20,7 @@ from taid_car.benchmark import evaluate_set
 from taid_car.config import CONFIG_DIR
 from taid_car.data.sources import open_test_sets
 from taid_car.models.downscaler import crop_multiple
-from taid_car.models.rescaler import load_trained_pair
+from taid_car.models.trained import load_trained_pair, method_name
 from taid_car.report import print_results, write_results
 from taid_car.results import SetResult
 
@@ -41,10 +41,6 @@ def _at_scale(cfg: DictConfig, scale: int) -> DictConfig:
     copy = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     copy.scale = int(scale)
     return copy
-
-
-def method_name(cfg: DictConfig) -> str:
-    return f"{cfg.model.name} & {cfg.upscaler.name}"
 
 
 def _sets_for(scaled: DictConfig, downscaler) -> dict:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import io
 import logging
-import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +45,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -61,6 +59,7 @@ from taid_car.data.io import (
     save_image,
 )
 from taid_car.imresize import bicubic_upscale
+from taid_car.models.trained import TrainedPair
 from taid_car.scoring import tables
 from taid_car.scoring.pipeline import downscale_8bit, rescale_and_score, score_sr
 from taid_car.scoring.tables import Column
@@ -82,23 +81,6 @@ class FileFailure(Exception):
 # --------------------------------------------------------------------------- the trained pair
 
 
-@dataclass
-class Pair:
-    """A trained pair on ``device``: ``downscaler`` HR (1,3,H,W) -> LR (1,3,H/s,W/s), ``upscaler``
-    LR -> SR (1,3,h*s,w*s), both [0,1]; ``crop`` = lcm(scale, model multiple)."""
-
-    downscaler: nn.Module
-    upscaler: nn.Module
-    scale: int
-    multiple: int
-    method: str
-    device: torch.device
-
-    @property
-    def crop(self) -> int:
-        return math.lcm(self.scale, self.multiple)
-
-
 def _device(name: str) -> torch.device:
     """:func:`taid_car.evaluate.resolve_device`, its error turned into a :class:`UsageError`."""
     from taid_car.evaluate import resolve_device
@@ -109,9 +91,9 @@ def _device(name: str) -> torch.device:
         raise UsageError(f"--device: {err} (use cpu or auto)") from err
 
 
-def load_pair(ckpt: str | Path, device: torch.device) -> Pair:
-    """Rebuild the pair saved by ``taid_car.run``; any problem is a :class:`UsageError`."""
-    from taid_car.models.rescaler import load_trained_pair  # imports Lightning: only when needed
+def load_pair(ckpt: str | Path, device: torch.device) -> TrainedPair:
+    """Rebuild the pair saved by ``taid_car.run`` on ``device``; any problem is a :class:`UsageError`."""
+    from taid_car.models.trained import load_pair as load_trained
 
     path = Path(ckpt)
     if not path.exists():
@@ -119,32 +101,23 @@ def load_pair(ckpt: str | Path, device: torch.device) -> Pair:
     if not path.is_file():
         raise UsageError(f"checkpoint {path} is not a file")
     try:
-        downscaler, upscaler, config = load_trained_pair(path)
+        return load_trained(path).to(device)
     except ValueError as err:  # not a taid_car checkpoint, weights do not fit its config
         raise UsageError(str(err)) from err
     except Exception as err:  # not a torch file at all (pickle/zip errors, truncated file)
         raise UsageError(
             f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})"
         ) from err
-    model, upscaler_cfg = config.get("model", {}), config.get("upscaler", {})
-    return Pair(
-        downscaler=downscaler.eval().to(device),
-        upscaler=upscaler.eval().to(device),
-        scale=int(config["scale"]),
-        multiple=downscaler.size_multiple,
-        method=f"{model.get('name', '?')} & {upscaler_cfg.get('name', '?')}",
-        device=device,
-    )
 
 
 @torch.inference_mode()
-def downscale(pair: Pair, hr: torch.Tensor) -> torch.Tensor:
+def downscale(pair: TrainedPair, hr: torch.Tensor) -> torch.Tensor:
     """HR (1,3,H,W) in [0,1], H, W multiples of ``pair.crop`` -> LR (1,3,H/s,W/s) on the 8-bit grid."""
     return downscale_8bit(pair.downscaler, hr.to(pair.device)).cpu()
 
 
 @torch.inference_mode()
-def upscale(pair: Pair, lr: torch.Tensor) -> torch.Tensor:
+def upscale(pair: TrainedPair, lr: torch.Tensor) -> torch.Tensor:
     """LR (1,3,h,w) in [0,1] -> SR (1,3,h*s,w*s), float (not clamped; scoring/saving clamp)."""
     return pair.upscaler(lr.to(pair.device)).float().cpu()
 
@@ -311,7 +284,7 @@ def summarize(outcome: Outcome, verb: str) -> int:
     return 0
 
 
-def load_hr(path: Path, pair: Pair, min_side: int, what: str) -> tuple[torch.Tensor, bool]:
+def load_hr(path: Path, pair: TrainedPair, min_side: int, what: str) -> tuple[torch.Tensor, bool]:
     """Read an HR file -> ((1,3,H',W') [0,1] cropped bottom/right to a multiple of ``pair.crop``,
     is_gray); logs the crop; :class:`ImageError` when smaller than ``min_side``."""
     image = read_image(path)
@@ -328,7 +301,7 @@ def load_hr(path: Path, pair: Pair, min_side: int, what: str) -> tuple[torch.Ten
             *hr.shape[-2:],
             pair.crop,
             pair.scale,
-            pair.multiple,
+            pair.downscaler.size_multiple,
         )
     return hr.unsqueeze(0), image.is_gray
 
@@ -336,7 +309,7 @@ def load_hr(path: Path, pair: Pair, min_side: int, what: str) -> tuple[torch.Ten
 # --------------------------------------------------------------------------- subcommands
 
 
-def run_downscale(args: argparse.Namespace, pair: Pair) -> int:
+def run_downscale(args: argparse.Namespace, pair: TrainedPair) -> int:
     """HR files -> ``<output>/<stem>.png`` 8-bit LR files."""
     files = collect_inputs(args.input)
     targets = target_paths(files, Path(args.output))
@@ -354,7 +327,7 @@ def run_downscale(args: argparse.Namespace, pair: Pair) -> int:
     return summarize(outcome, f"downscaled ({pair.method}, x{pair.scale}) into {args.output}:")
 
 
-def run_upscale(args: argparse.Namespace, pair: Pair) -> int:
+def run_upscale(args: argparse.Namespace, pair: TrainedPair) -> int:
     """LR files -> ``<output>/<stem>.png`` SR files (x scale)."""
     files = collect_inputs(args.input)
     targets = target_paths(files, Path(args.output))
@@ -375,7 +348,7 @@ def run_upscale(args: argparse.Namespace, pair: Pair) -> int:
 ROUNDTRIP_SCORES = ("psnr_y", "ssim_y", "lr_psnr_y", "bicubic_psnr_y", "bicubic_ssim_y")
 
 
-def score_image(pair: Pair, hr: torch.Tensor, is_gray: bool, jpeg_quality: int | None) -> dict:
+def score_image(pair: TrainedPair, hr: torch.Tensor, is_gray: bool, jpeg_quality: int | None) -> dict:
     """One HR (1,3,H,W) through :func:`~taid_car.scoring.pipeline.rescale_and_score` (the pair and
     Bicubic & Bicubic): Y PSNR (dB) / SSIM of SR vs HR (border = scale), LR fidelity (Y PSNR of
     LR vs bicubic LR) and, with ``jpeg_quality``, the same after JPEG-compressing each LR, with
@@ -458,7 +431,7 @@ def write_tables(
     return [csv_path, md_path]
 
 
-def run_roundtrip(args: argparse.Namespace, pair: Pair) -> int:
+def run_roundtrip(args: argparse.Namespace, pair: TrainedPair) -> int:
     """HR -> LR (-> JPEG) -> SR for each file; table on stdout, CSV/Markdown in ``--output``."""
     files = collect_inputs(args.input)
     out_dir = Path(args.output) if args.output else None

@@ -31,15 +31,11 @@ from taid_car.baseline import (
     wants_baseline,
 )
 from taid_car.config import CONFIG_DIR
-from taid_car.models.rescaler import Rescaler, count_parameters, init_upscaler_from
+from taid_car.models.rescaler import Rescaler, count_parameters
+from taid_car.models.trained import init_upscaler_from, method_name
 from taid_car.report import COLUMNS, markdown_table, print_results, write_results
 
 log = logging.getLogger(__name__)
-
-
-def method_name(cfg: DictConfig) -> str:
-    """Table label, e.g. ``car & edsr_tiny``."""
-    return f"{cfg.model.name} & {cfg.upscaler.name}"
 
 
 def build_rescaler(cfg: DictConfig, val_set_names=(), test_set_names=()) -> Rescaler:

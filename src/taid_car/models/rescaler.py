@@ -14,7 +14,6 @@ RGB PSNR and the Bicubic & Bicubic reference. Swapping CAR for TAID is a config 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -230,55 +229,3 @@ def resolve_loss_weights(weights: dict[str, float] | None, downscaler: Downscale
             f"that {type(downscaler).__name__} does not produce; its terms are {list(known)}"
         )
     return {name: float(given.get(name, 0.0)) for name in known}
-
-
-def load_trained_pair(ckpt_path: str | Path) -> tuple[nn.Module, nn.Module, dict]:
-    """(downscaler, upscaler, run config) rebuilt from a checkpoint written by ``taid_car.run``.
-
-    The modules are instantiated from the config saved in the checkpoint and get its weights;
-    a checkpoint without that config, or whose weights do not fit, is an error naming the file.
-    """
-    from hydra.utils import instantiate
-
-    path = Path(ckpt_path)
-    checkpoint, config = _read_run_checkpoint(path)
-    downscaler = instantiate(config["model"]["downscaler"])
-    upscaler = instantiate(config["upscaler"]["net"])
-    for prefix, module in (("downscaler.", downscaler), ("upscaler.", upscaler)):
-        _load_part(module, checkpoint, prefix, path)
-    return downscaler, upscaler, config
-
-
-def _read_run_checkpoint(path: Path) -> tuple[dict, dict]:
-    """(checkpoint, its run config) of a ``taid_car.run`` checkpoint; errors name the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    config = checkpoint.get("taid_car_config") if isinstance(checkpoint, dict) else None
-    if not config:
-        raise ValueError(f"{path}: not a taid_car checkpoint (no 'taid_car_config' entry)")
-    return checkpoint, config
-
-
-def _load_part(module: nn.Module, checkpoint: dict, prefix: str, path: Path) -> None:
-    state = checkpoint["state_dict"]
-    part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    try:
-        module.load_state_dict(part)
-    except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not fit the saved config's {prefix[:-1]}: {err}") from err
-
-
-def init_upscaler_from(upscaler: nn.Module, ckpt_path: str | Path, upscaler_name: str, scale: int) -> dict:
-    """Load the upscaler weights of another run's checkpoint (e.g. a ``model=bicubic`` run) into
-    ``upscaler``; refuses a checkpoint trained with another upscaler or scale. Returns its config."""
-    path = Path(ckpt_path)
-    checkpoint, config = _read_run_checkpoint(path)
-    theirs = (config.get("upscaler", {}).get("name"), config.get("scale"))
-    if theirs != (upscaler_name, int(scale)):
-        raise ValueError(
-            f"upscaler.init_from={path}: that checkpoint was trained with upscaler={theirs[0]} "
-            f"scale={theirs[1]}; this run is upscaler={upscaler_name} scale={scale}"
-        )
-    _load_part(upscaler, checkpoint, "upscaler.", path)
-    return config

@@ -1,0 +1,104 @@
+"""A trained pair rebuilt from a ``taid_car.run`` checkpoint: the one place that reads one.
+
+The checkpoint records its run config (``taid_car_config``); the modules are instantiated
+from it and get their weights. Used by ``evaluate``, ``rescale``, ``crops`` and
+``upscaler.init_from``. Imports no Lightning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from taid_car.models.downscaler import Downscaler, crop_multiple
+
+
+def method_name(config: Mapping) -> str:
+    """Table label of a run config, e.g. ``car & edsr_tiny``."""
+    return f"{config['model']['name']} & {config['upscaler']['name']}"
+
+
+@dataclass
+class TrainedPair:
+    """A trained downscaler/upscaler, its scale, table label and run config, on ``device``."""
+
+    method: str
+    scale: int
+    downscaler: Downscaler
+    upscaler: nn.Module
+    config: dict = field(repr=False)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def crop(self) -> int:
+        """HR sides are cropped to a multiple of this (lcm of scale and the downscaler's need)."""
+        return crop_multiple(self.downscaler)
+
+    def to(self, device: torch.device | str) -> TrainedPair:
+        """Both modules in eval mode on ``device`` (in place); returns self."""
+        self.device = torch.device(device)
+        self.downscaler.eval().to(self.device)
+        self.upscaler.eval().to(self.device)
+        return self
+
+
+def load_pair(ckpt_path: str | Path) -> TrainedPair:
+    """The :class:`TrainedPair` of a ``taid_car.run`` checkpoint (eval mode, CPU)."""
+    downscaler, upscaler, config = load_trained_pair(ckpt_path)
+    return TrainedPair(method_name(config), int(config["scale"]), downscaler, upscaler, config).to("cpu")
+
+
+def load_trained_pair(ckpt_path: str | Path) -> tuple[nn.Module, nn.Module, dict]:
+    """(downscaler, upscaler, run config) rebuilt from a checkpoint written by ``taid_car.run``.
+
+    The modules are instantiated from the config saved in the checkpoint and get its weights;
+    a checkpoint without that config, or whose weights do not fit, is an error naming the file.
+    """
+    from hydra.utils import instantiate
+
+    path = Path(ckpt_path)
+    checkpoint, config = _read_run_checkpoint(path)
+    downscaler = instantiate(config["model"]["downscaler"])
+    upscaler = instantiate(config["upscaler"]["net"])
+    for prefix, module in (("downscaler.", downscaler), ("upscaler.", upscaler)):
+        _load_part(module, checkpoint, prefix, path)
+    return downscaler, upscaler, config
+
+
+def _read_run_checkpoint(path: Path) -> tuple[dict, dict]:
+    """(checkpoint, its run config) of a ``taid_car.run`` checkpoint; errors name the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    config = checkpoint.get("taid_car_config") if isinstance(checkpoint, dict) else None
+    if not config:
+        raise ValueError(f"{path}: not a taid_car checkpoint (no 'taid_car_config' entry)")
+    return checkpoint, config
+
+
+def _load_part(module: nn.Module, checkpoint: dict, prefix: str, path: Path) -> None:
+    state = checkpoint["state_dict"]
+    part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        module.load_state_dict(part)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not fit the saved config's {prefix[:-1]}: {err}") from err
+
+
+def init_upscaler_from(upscaler: nn.Module, ckpt_path: str | Path, upscaler_name: str, scale: int) -> dict:
+    """Load the upscaler weights of another run's checkpoint (e.g. a ``model=bicubic`` run) into
+    ``upscaler``; refuses a checkpoint trained with another upscaler or scale. Returns its config."""
+    path = Path(ckpt_path)
+    checkpoint, config = _read_run_checkpoint(path)
+    theirs = (config.get("upscaler", {}).get("name"), config.get("scale"))
+    if theirs != (upscaler_name, int(scale)):
+        raise ValueError(
+            f"upscaler.init_from={path}: that checkpoint was trained with upscaler={theirs[0]} "
+            f"scale={theirs[1]}; this run is upscaler={upscaler_name} scale={scale}"
+        )
+    _load_part(upscaler, checkpoint, "upscaler.", path)
+    return config
