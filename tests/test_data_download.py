@@ -1,15 +1,18 @@
-"""Dataset download logic, entirely offline: archives are served from tmp files via file://."""
+"""Dataset download logic, entirely offline: archives are served from tmp files via file:// (through
+pooch, with the module's local downloader), and pooch's HTTP downloader is mocked where it matters."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import io
+import shutil
 import tarfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pooch
 import pytest
 from PIL import Image
 
@@ -73,6 +76,8 @@ def test_registry_is_complete_and_pinned():
         "Set14",
         "B100",
         "Urban100",
+        "Manga109",
+        "General100",
     }
     assert (
         DATASETS["DIV2K_train_HR"].url
@@ -84,8 +89,11 @@ def test_registry_is_complete_and_pinned():
     )
     for ds in DATASETS.values():
         assert ds.sha256 is None or len(ds.sha256) == 64
-        assert ds.url.startswith("https://")
+        assert ds.url is None or ds.url.startswith("https://")
+        assert ds.downloadable == (ds.url is not None) and (ds.downloadable or ds.manual)
     assert {DATASETS[s].count for s in ("Set5", "Set14")} == {5, 14}
+    assert (DATASETS["Manga109"].count, DATASETS["General100"].count) == (109, 100)
+    assert not DATASETS["Manga109"].downloadable and not DATASETS["General100"].downloadable
 
 
 def test_cache_dir_env(monkeypatch, tmp_path):
@@ -125,15 +133,76 @@ def test_offline_error(monkeypatch, tmp_path):
     assert not list((tmp_path / "cache" / "downloads").glob("*"))  # no partial file left
 
 
-def test_offline_error_from_urlopen(monkeypatch, tmp_path):
-    import urllib.error
+def test_offline_error_from_http(monkeypatch, tmp_path):
+    """The real https URL goes through pooch's HTTP downloader; offline, requests raises."""
+    import requests
 
-    def offline(*a, **k):
-        raise urllib.error.URLError("Temporary failure in name resolution")
+    calls = []
 
-    monkeypatch.setattr(dl.urllib.request, "urlopen", offline)
-    with pytest.raises(DatasetNotFoundError, match="name resolution"):
+    def offline(self, url, output_file, pooch=None, check_only=False):
+        calls.append(url)
+        raise requests.exceptions.ConnectionError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(pooch.HTTPDownloader, "__call__", offline)
+    with pytest.raises(DatasetNotFoundError, match="name resolution") as e:
         ensure_dataset("Set5", tmp_path, download=True, progress=False)
+    assert calls == ["https://cv.snu.ac.kr/research/EDSR/benchmark.tar"]
+    assert "download failed (ConnectionError" in str(e.value) and "5 HR images" in str(e.value)
+    assert not list((tmp_path / "downloads").glob("*"))  # pooch removed its temporary file
+
+
+def test_http_download_goes_through_pooch_with_the_pinned_hash(monkeypatch, tmp_path):
+    archive = _fake_div2k_zip(tmp_path / "DIV2K_valid_HR.zip")
+    https = "https://example.invalid/DIV2K_valid_HR.zip"
+    _point(monkeypatch, "DIV2K_valid_HR", archive, count=3)
+    monkeypatch.setitem(DATASETS, "DIV2K_valid_HR", dataclasses.replace(DATASETS["DIV2K_valid_HR"], url=https))
+    seen = {}
+    real_retrieve = pooch.retrieve
+
+    def retrieve(url, known_hash=None, fname=None, path=None, downloader=None, **kw):
+        seen.update(url=url, known_hash=known_hash, fname=fname, path=path, downloader=downloader)
+        return real_retrieve(url, known_hash=known_hash, fname=fname, path=path,
+                             downloader=lambda u, out, p=None: dl._copy_local(archive.as_uri(), out), **kw)
+
+    monkeypatch.setattr(pooch, "retrieve", retrieve)
+    cache = tmp_path / "cache"
+    folder = ensure_dataset("DIV2K_valid_HR", cache, download=True, progress=False)
+    assert len(list(folder.glob("*.png"))) == 3
+    assert seen["url"] == https and seen["known_hash"] == f"sha256:{_sha(archive)}"
+    assert seen["fname"] == "DIV2K_valid_HR.zip" and Path(seen["path"]) == cache / "downloads"
+    assert type(seen["downloader"]).__name__ == "HTTPDownloader"
+
+
+def test_kept_archive_is_reused_and_a_damaged_one_fetched_again(monkeypatch, tmp_path):
+    archive = _fake_benchmark_tar(tmp_path / "benchmark.tar")
+    for s in ("Set5", "Set14", "B100", "Urban100"):
+        _point(monkeypatch, s, archive)
+    cache = tmp_path / "cache"
+    kept = cache / "downloads" / "benchmark.tar"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"truncated")  # an interrupted earlier download: its hash does not match
+    with pytest.warns(UserWarning):
+        ensure_dataset("Set5", cache, download=True, progress=False, keep_archive=True)
+    assert _sha(kept) == _sha(archive)  # pooch fetched it again
+    archive.unlink()  # from now on the source is gone: only the kept archive can serve
+    shutil.rmtree(cache / "B100")
+    with pytest.warns(UserWarning, match="B100 has 2 images"):
+        assert ensure_dataset("B100", cache, download=True, progress=False) == cache / "B100"
+    assert not kept.exists()  # removed after extraction (keep_archive=False)
+def test_manual_only_sets_are_never_downloaded(monkeypatch, tmp_path):
+    monkeypatch.setattr(dl, "_fetch", lambda *a, **k: pytest.fail("must not download"))
+    for name, count, where in (("manga109", 109, "manga109.org"), ("General100", 100, "FSRCNN")):
+        for download in (False, True):
+            with pytest.raises(DatasetNotFoundError) as e:
+                ensure_dataset(name, tmp_path, download=download)
+            msg = str(e.value)
+            assert "manual placement only" in msg and where in msg and f"{count} HR images" in msg
+            assert str(tmp_path / dl.lookup_dataset(name).name) in msg
+    hr = tmp_path / "Manga109"
+    hr.mkdir()
+    for i in range(109):
+        (hr / f"title{i:03d}.png").write_bytes(_png_bytes(i, 8))
+    assert ensure_dataset("Manga109", tmp_path) == hr  # placed by hand: used as it is
 
 
 def test_zip_download_extract_and_reuse(monkeypatch, tmp_path):

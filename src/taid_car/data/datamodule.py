@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .datasets import BenchmarkDataset, TrainPatchDataset
 from .io import list_images
-from .sources import open_test_sets, resolve_train_source
+from .sources import open_test_sets, resolve_set_specs, resolve_train_source
 
 
 class RescaleDataModule(L.LightningDataModule):
@@ -22,7 +22,9 @@ class RescaleDataModule(L.LightningDataModule):
         scale: downscaling factor (integer).
         train: ``builtin:train`` (embedded sample images), a folder of images (DIV2K, T91, ...)
             or a known dataset name resolved through the cache.
-        val_sets / test_sets: name -> spec (``builtin:<split>`` or a folder of HR images).
+        val_sets / test_sets: a list of set names, each the folder ``<root>/<name>`` (or a known
+            dataset from the cache), or a mapping name -> spec (``builtin:<split>`` or a folder
+            of HR images); see :func:`~taid_car.data.sources.resolve_set_specs`.
         lr_patch_size: LR patch side in pixels; the HR patch is ``lr_patch_size * scale`` and
             must be a multiple of ``modcrop`` (the model's size multiple).
         batch_size, num_workers: training loader settings (val/test use batch size 1).
@@ -32,14 +34,16 @@ class RescaleDataModule(L.LightningDataModule):
         skip_small: leave out training images smaller than a patch (with a warning) instead of failing.
         holdout: hold this many images of a training *folder* out of training (evenly spaced in
             file-name order) and validate on them as ``<folder>_holdout``, before ``val_sets``.
+        root: the folder that set names in ``val_sets`` / ``test_sets`` lists are looked up in
+            (the configs pass ``${data_root}``).
     """
 
     def __init__(
         self,
         scale: int,
         train: str = "builtin:train",
-        val_sets: Mapping[str, str] | None = None,
-        test_sets: Mapping[str, str] | None = None,
+        val_sets: Mapping[str, str] | Sequence[str] | None = None,
+        test_sets: Mapping[str, str] | Sequence[str] | None = None,
         lr_patch_size: int = 48,
         batch_size: int = 16,
         num_workers: int = 0,
@@ -50,12 +54,15 @@ class RescaleDataModule(L.LightningDataModule):
         augment: bool = True,
         cache: bool = True,
         holdout: int = 0,
+        root: str | None = None,
     ) -> None:
         super().__init__()
         patch_size = int(lr_patch_size) * int(scale)
         self.lr_patch_size = int(lr_patch_size)
         self.scale, self.train_spec = int(scale), str(train)
-        self.val_specs, self.test_specs = dict(val_sets or {}), dict(test_sets or {})
+        self.root = root
+        self.val_specs = resolve_set_specs(val_sets, root, "data.val_sets")
+        self.test_specs = resolve_set_specs(test_sets, root, "data.test_sets")
         self.patch_size, self.batch_size, self.num_workers = patch_size, batch_size, num_workers
         self.repeats, self.modcrop, self.download = repeats, modcrop, download
         self.skip_small, self.augment, self.cache = skip_small, augment, cache

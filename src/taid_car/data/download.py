@@ -1,4 +1,4 @@
-"""DIV2K and the four benchmark sets, fetched from their official hosts into a cache folder.
+"""DIV2K and the benchmark sets: fetched with pooch (checksummed) into a cache folder, or placed by hand.
 
 Hosts and pinned SHA-256 checksums:
 
@@ -12,12 +12,23 @@ Hosts and pinned SHA-256 checksums:
   homepages (Bevilacqua et al., Zeyde et al., BSDS, Huang et al.) do not serve one HR-only PNG
   layout; this archive is the distribution most SR code uses. Its checksum was recorded by a
   third-party project, not verified here; a mismatch raises :class:`ChecksumError` saying so.
+* Manga109 (109 images) and General100 (100 images): known, **manual placement only**. Manga109's
+  images are given out by its authors on request for academic use, with redistribution forbidden
+  (http://www.manga109.org/en/download.html); General100 (Dong et al., FSRCNN, ECCV 2016) is linked
+  from http://mmlab.ie.cuhk.edu.hk/projects/FSRCNN.html through a file-sharing link with no
+  published checksum. Neither has a public, checksummable URL, so :func:`ensure_dataset` never
+  downloads them; its error says where to get them and where to put them.
+
+Downloads go through :func:`pooch.retrieve` (streamed to a temporary file in ``downloads/``, moved
+in place only when its SHA-256 matches; ``file://`` URLs, e.g. a local mirror, are copied).
+Only the HR images of an archive are extracted.
 
 Layout in the cache (default ``~/.cache/taid_car``, or ``$TAID_CAR_CACHE``)::
 
     <cache>/DIV2K_train_HR/0001.png ... 0800.png
     <cache>/DIV2K_valid_HR/0801.png ... 0900.png
     <cache>/Set5/*.png  <cache>/Set14/*.png  <cache>/B100/*.png  <cache>/Urban100/*.png
+    <cache>/Manga109/*  <cache>/General100/*   (placed by hand)
     <cache>/downloads/   archives while downloading (removed after extraction by default)
 
 Files placed there by hand are used as they are (any layout :func:`resolve_hr_folder` knows).
@@ -25,13 +36,12 @@ Files placed there by hand are used as they are (any layout :func:`resolve_hr_fo
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
 import tarfile
 import tempfile
-import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 import zipfile
@@ -65,24 +75,30 @@ _BENCHMARK_SHA256 = "80c21c333bbf6ceb5308b7243761f8284478274413a97b96f1d63e9045f
 class RemoteDataset:
     """Where one HR image set comes from.
 
-    ``member_dir``: the folder inside the archive whose image files form the set (matched as a
-    path suffix, so a leading ``benchmark/`` or ``./`` does not matter). ``sha256``: ``None``
-    when no checksum is known (the archive is then only checked to open and hold the images).
-    ``size``: archive bytes, for messages; ``count``: how many images the set has.
+    ``url``: ``None`` for a set that is never downloaded (manual placement only; ``manual``
+    says where to get it). ``member_dir``: the folder inside the archive whose image files form
+    the set (matched as a path suffix, so a leading ``benchmark/`` or ``./`` does not matter).
+    ``sha256``: ``None`` when no checksum is known (the archive is then only checked to open and
+    hold the images). ``size``: archive bytes, for messages; ``count``: how many images the set has.
     """
 
     name: str
-    url: str
+    url: str | None
     sha256: str | None
     size: int | None
     member_dir: str
     count: int
     homepage: str
     siblings: tuple[str, ...] = ()  # other sets in the same archive, extracted along with it
+    manual: str = ""  # manual placement only: where and how to get the images
 
     @property
     def archive_name(self) -> str:
-        return self.url.rstrip("/").rsplit("/", 1)[-1]
+        return self.url.rstrip("/").rsplit("/", 1)[-1] if self.url else ""
+
+    @property
+    def downloadable(self) -> bool:
+        return self.url is not None
 
 
 _DIV2K = "https://data.vision.ee.ethz.ch/cvl/DIV2K/"
@@ -121,6 +137,34 @@ DATASETS: dict[str, RemoteDataset] = {
         )
         for s in _BENCH_SETS
     },
+    "Manga109": RemoteDataset(
+        "Manga109",
+        None,
+        None,
+        None,
+        "Manga109",
+        109,
+        "http://www.manga109.org/en/",
+        manual=(
+            "Manga109 is given out by its authors for academic use only, on request, and may not "
+            "be redistributed: send the form at http://www.manga109.org/en/download.html to get a "
+            "download address and password. SR papers test on 109 images, one per volume"
+        ),
+    ),
+    "General100": RemoteDataset(
+        "General100",
+        None,
+        None,
+        None,
+        "General100",
+        100,
+        "http://mmlab.ie.cuhk.edu.hk/projects/FSRCNN.html",
+        manual=(
+            "General-100 (Dong et al., FSRCNN, ECCV 2016; 100 BMP images) is linked from the FSRCNN "
+            "project page http://mmlab.ie.cuhk.edu.hk/projects/FSRCNN.html through a file-sharing "
+            "link with no published checksum: download it from there"
+        ),
+    ),
 }
 """Known sets by name. Aliases accepted by :func:`ensure_dataset`: see ``_ALIASES``."""
 
@@ -138,6 +182,10 @@ _ALIASES = {
     "bsd100": "B100",
     "bsds100": "B100",
     "urban100": "Urban100",
+    "manga109": "Manga109",
+    "general100": "General100",
+    "general-100": "General100",
+    "general_100": "General100",
 }
 
 
@@ -194,9 +242,11 @@ def ensure_dataset(
 
     ``name``: a key of :data:`DATASETS` (or an alias such as ``div2k_valid``, ``bsd100``).
     Returns the HR folder if already there (extracted earlier or placed by hand). Otherwise, with
-    ``download=True``, fetches the archive (progress bar), checks its SHA-256, extracts only the
-    HR images and returns the folder. Raises :class:`DatasetNotFoundError` when the set is
-    absent and downloading is disabled or fails (offline), saying where to put which files.
+    ``download=True``, fetches the archive through pooch into ``<cache>/downloads/`` (progress
+    bar; an archive already there is reused when its SHA-256 matches), extracts only the HR
+    images and returns the folder. Raises :class:`DatasetNotFoundError` when the set is absent
+    and downloading is disabled, fails (offline) or is not possible (manual-placement sets such
+    as Manga109), saying where to put which files; :class:`ChecksumError` on a SHA-256 mismatch.
     """
     ds = _lookup(name)
     cache = Path(cache_dir or default_cache_dir()).expanduser()
@@ -209,15 +259,18 @@ def ensure_dataset(
                 f"{found}: {n} images, fewer than the {ds.count} of {ds.name}", stacklevel=2
             )
         return found
+    if not ds.downloadable:
+        raise DatasetNotFoundError(
+            _instructions(ds, target, "it has no public download (manual placement only)")
+        )
     if not download:
         raise DatasetNotFoundError(
             _instructions(ds, target, "downloading is disabled (download=False)")
         )
     archive = cache / "downloads" / ds.archive_name
     try:
-        if not archive.is_file():
-            _fetch(ds.url, archive, ds.sha256, progress=progress)
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        _fetch(ds.url, archive, ds.sha256, progress=progress)
+    except OSError as e:  # offline, HTTP errors (requests' exceptions are OSErrors), missing file://
         raise DatasetNotFoundError(
             _instructions(ds, target, f"the download failed ({type(e).__name__}: {e})")
         ) from e
@@ -237,6 +290,12 @@ def _mb(size: int | None) -> str:
 
 
 def _instructions(ds: RemoteDataset, target: Path, why: str) -> str:
+    if not ds.downloadable:
+        return (
+            f"{ds.name} is not in {target} and {why}. {ds.manual}; then put its {ds.count} HR "
+            f"images directly into {target}/ (files ending in {' '.join(IMAGE_EXTENSIONS)}; "
+            f"{target}/HR/ works too), or point the set at the folder holding them."
+        )
     return (
         f"{ds.name} is not in {target} and {why}. Either run again online with downloading "
         f"enabled (download=True), or download {ds.url} (archive {ds.archive_name}{_mb(ds.size)}; "
@@ -246,42 +305,62 @@ def _instructions(ds: RemoteDataset, target: Path, why: str) -> str:
     )
 
 
-def _fetch(url: str, dest: Path, sha256: str | None, *, progress: bool = True) -> None:
-    """Download ``url`` to ``dest`` (via ``dest.part``), checking the SHA-256 when it is known."""
-    from tqdm.auto import tqdm
+_HASH_MISMATCH = re.compile(r"expected (\S+) but got ([0-9a-fA-F]+)")  # pooch's ValueError text
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    digest = hashlib.sha256()
+
+def _copy_local(url: str, output_file, pooch=None, check_only: bool = False) -> bool | None:
+    """A pooch downloader for ``file://`` URLs (a local mirror): pooch itself only knows remote ones."""
+    source = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+    if check_only:
+        return source.is_file()
+    with open(source, "rb") as src:  # FileNotFoundError (an OSError) when it is missing
+        if hasattr(output_file, "write"):
+            shutil.copyfileobj(src, output_file)
+        else:
+            with open(output_file, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    return None
+
+
+def _downloader(url: str, progress: bool):
+    """pooch's HTTP downloader (progress bar, 60 s timeout), :func:`_copy_local` for ``file://``."""
+    import pooch
+
+    if url.startswith("file:"):
+        return _copy_local
+    if url.startswith(("http://", "https://")):
+        return pooch.HTTPDownloader(progressbar=progress, timeout=60)
+    return pooch.choose_downloader(url, progressbar=progress)
+
+
+def _fetch(url: str, dest: Path, sha256: str | None, *, progress: bool = True) -> None:
+    """Download ``url`` to ``dest`` with :func:`pooch.retrieve`, checking the SHA-256 when it is known.
+
+    pooch streams into a temporary file beside ``dest`` and moves it in place only when the hash
+    matches (otherwise it is deleted); a ``dest`` already there is reused when its hash matches and
+    downloaded again when it does not.
+    """
+    import pooch
+
+    known = f"sha256:{sha256.lower()}" if sha256 else None
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(
-                total=total,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=dest.name,
-                disable=not progress,
-            ) as bar:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    got = digest.hexdigest()
-    if sha256 is not None and got != sha256.lower():
-        part.unlink(missing_ok=True)
-        raise ChecksumError(
-            f"{dest.name} from {url}: SHA-256 mismatch (expected {sha256}, got {got}); the file "
-            "was deleted. Retry the download; if it persists the host changed the archive: "
-            f"place the images by hand (see the taid_car.data.download docstring)."
+        path = pooch.retrieve(
+            url, known_hash=known, fname=dest.name, path=dest.parent,
+            downloader=_downloader(url, progress), progressbar=progress,
         )
+    except ValueError as e:
+        mismatch = _HASH_MISMATCH.search(str(e)) if "does not match the known hash" in str(e) else None
+        if mismatch is None:
+            raise
+        raise ChecksumError(
+            f"{dest.name} from {url}: SHA-256 mismatch (expected {sha256}, got {mismatch.group(2)}); "
+            "the file was deleted. Retry the download; if it persists the host changed the archive: "
+            "place the images by hand (see the taid_car.data.download docstring)."
+        ) from e
     if sha256 is None:
-        warnings.warn(f"{url}: no pinned checksum; downloaded file has SHA-256 {got}", stacklevel=2)
-    part.replace(dest)
+        warnings.warn(
+            f"{url}: no pinned checksum; downloaded file has SHA-256 {pooch.file_hash(path)}", stacklevel=2
+        )
 
 
 def _member_pattern(member_dir: str) -> re.Pattern[str]:
