@@ -15,21 +15,13 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-from taid_car.compare import (
-    NoRunsError,
-    collect_runs,
-    compare,
-    comparison_rows,
-    format_count,
-    format_seconds,
-    main,
-    read_metrics_csv,
-)
+from taid_car.compare import compare, comparison_rows, format_count, format_seconds, main
 from taid_car.crops import aligned_box, load_pair, render
 from taid_car.crops import main as crops_main
 from taid_car.data.io import read_image
 from taid_car.metrics import psnr_y
 from taid_car.run import train
+from taid_car.runs import NoRunsError, collect_runs, read_metrics_csv
 from test_run import compose_run
 
 

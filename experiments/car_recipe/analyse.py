@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cpu_study"))
 from ablations import value_at
 from diagnose import kernel_statistics, rescaler_from, t91_batch
 
-from taid_car.compare import find_run_dirs, read_metrics_csv, read_overrides
 from taid_car.crops import tested_checkpoint
+from taid_car.runs import find_run_dirs, read_metrics_csv, read_overrides
 
 SKIP = ("experiment=", "data_root=", "scheduler.T_max=", "test=", "hydra.")
 SHORT = {

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from taid_car.compare import find_run_dirs, read_metrics_csv, read_overrides
+from taid_car.runs import find_run_dirs, read_metrics_csv, read_overrides
 
 COLUMN = "val/T91_holdout/psnr_y"
 

@@ -15,7 +15,7 @@ import argparse
 import math
 from pathlib import Path
 
-from taid_car.compare import find_run_dirs, read_metrics_csv, read_overrides
+from taid_car.runs import find_run_dirs, read_metrics_csv, read_overrides
 
 SETS = ("Set5", "T91_holdout")
 SKIP = ("experiment=", "data_root=", "trainer.max_steps=", "scheduler.T_max=", "test=")

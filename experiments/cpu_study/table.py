@@ -15,7 +15,8 @@ import csv
 import math
 from pathlib import Path
 
-from taid_car.compare import format_count, format_seconds, natural_key
+from taid_car.compare import format_count, format_seconds
+from taid_car.runs import natural_key
 
 
 def upscaler_of(method: str) -> str:

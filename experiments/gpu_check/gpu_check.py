@@ -32,7 +32,6 @@ Usage: python experiments/gpu_check/gpu_check.py [--quick] [--device auto|cuda|c
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import importlib.metadata
 import json
@@ -51,6 +50,7 @@ from pathlib import Path
 import torch
 
 from taid_car.ops import bench
+from taid_car.runs import read_metrics_csv
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -370,14 +370,8 @@ def train_command(run_dir: Path, steps: int, extra: Sequence[str] = ()) -> list[
 
 
 def read_loss_series(run_dir: Path, column: str = "train/loss") -> list[tuple[int, float]]:
-    """``[(step, value)]`` of ``column`` from the run's ``csv/version_*/metrics.csv``, by step."""
-    points = {}
-    for path in sorted(run_dir.glob("csv/version_*/metrics.csv")):
-        with path.open(newline="") as handle:
-            for record in csv.DictReader(handle):
-                if record.get("step") and record.get(column):
-                    points[int(float(record["step"]))] = float(record[column])
-    return sorted(points.items())
+    """``[(step, value)]`` of ``column`` from the run's CSV logger files (:func:`taid_car.runs.read_metrics_csv`)."""
+    return [(int(step), value) for step, value in read_metrics_csv(run_dir).get(column, [])]
 
 
 def loss_summary(points: Sequence[tuple[int, float]]) -> dict:

@@ -28,23 +28,18 @@ The table is also printed. Exit status: 0 on success, 2 when no run (or no finis
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
-import os
-import re
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from omegaconf import OmegaConf
 from rich.console import Console
 from rich.markup import escape
 
+from taid_car.runs import NoRunsError, Run, collect_runs, natural_key, read_metrics_csv
 from taid_car.scoring import tables
 from taid_car.scoring.tables import MISSING, Column
 
@@ -83,137 +78,6 @@ CSV_FIELDS = [
     "steps",
     "pretrain_steps",
 ]
-
-SEARCH_DEPTH = 3
-
-
-class NoRunsError(ValueError):
-    """The given directories hold no run (or no finished run) to compare."""
-
-
-@dataclass
-class Run:
-    """One run directory: its per-set results (None when it failed) and its run.json summary."""
-
-    path: Path
-    name: str
-    results: list[dict] | None = None
-    summary: dict = field(default_factory=dict)
-    overrides: list[str] = field(default_factory=list)
-    problem: str = ""
-
-    @property
-    def failed(self) -> bool:
-        return self.results is None
-
-    @property
-    def method(self) -> str:
-        if self.summary.get("method"):
-            return str(self.summary["method"])
-        return str(self.results[0]["method"]) if self.results else self.name
-
-    @property
-    def scale(self) -> int | None:
-        if self.summary.get("scale") is not None:
-            return int(self.summary["scale"])
-        return int(self.results[0]["scale"]) if self.results else None
-
-
-# ---------------------------------------------------------------------------------------------
-# Finding and reading runs
-
-
-def is_run_dir(path: Path) -> bool:
-    """A directory ``taid_car.run`` wrote into (a finished run or a job that failed early)."""
-    return any((path / name).exists() for name in ("results.json", "run.json", ".hydra"))
-
-
-def find_run_dirs(path: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
-    """``path`` itself when it is a run, else the runs below it (sorted, hidden folders skipped)."""
-    if is_run_dir(path):
-        return [path]
-    if depth == 0:
-        return []
-    children = sorted(
-        (p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")),
-        key=lambda p: natural_key(p.name),
-    )
-    return [run for child in children for run in find_run_dirs(child, depth - 1)]
-
-
-def natural_key(text: str) -> list:
-    """Sort key putting ``Set5`` before ``Set14`` and ``2_car`` before ``10_car``."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
-
-
-def read_overrides(path: Path) -> list[str]:
-    """The job's Hydra overrides (``.hydra/overrides.yaml``), to name a failed job."""
-    file = path / ".hydra" / "overrides.yaml"
-    try:
-        overrides = OmegaConf.to_container(OmegaConf.load(file)) if file.is_file() else []
-    except Exception:  # noqa: BLE001 - a damaged file only loses the label
-        return []
-    return [str(item) for item in overrides] if isinstance(overrides, list) else []
-
-
-def load_run(path: Path, name: str) -> Run:
-    """Read ``results.json`` and ``run.json``; no readable results file marks a failed run."""
-    run = Run(path=path, name=name, overrides=read_overrides(path))
-    summary_file = path / "run.json"
-    if summary_file.is_file():
-        try:
-            run.summary = json.loads(summary_file.read_text())
-        except (OSError, ValueError):
-            run.summary = {}
-    results_file = path / "results.json"
-    if not results_file.is_file():
-        run.problem = "no results.json (failed, interrupted, or run with test=false)"
-        return run
-    try:
-        results = json.loads(results_file.read_text())
-    except (OSError, ValueError) as err:
-        run.problem = f"unreadable results.json: {err}"
-        return run
-    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
-        run.problem = "results.json is not a list of per-set results"
-        return run
-    run.results = results
-    return run
-
-
-def collect_runs(paths: Sequence[str | Path]) -> tuple[list[Run], Path]:
-    """All runs under ``paths`` and the directory they share (names are relative to it)."""
-    roots = [Path(p) for p in paths]
-    for root in roots:
-        if not root.is_dir():
-            raise NoRunsError(f"{root} is not a directory")
-    base = common_base(roots)
-    found: dict[Path, None] = {}
-    for root in roots:
-        for run_dir in find_run_dirs(root):
-            found.setdefault(run_dir.resolve(), None)
-    if not found:
-        raise NoRunsError(
-            f"no runs found in {', '.join(map(str, roots))}: expected a Hydra multirun directory "
-            "(job sub-directories such as 0_car_x2/ holding results.json and run.json) or run "
-            "directories written by `python -m taid_car.run`"
-        )
-    return [load_run(path, run_name(path, base)) for path in found], base
-
-
-def common_base(roots: Sequence[Path]) -> Path:
-    """The one directory given, or the common parent of several."""
-    resolved = [r.resolve() for r in roots]
-    if len(resolved) == 1:
-        return resolved[0]
-    return Path(os.path.commonpath([str(r) for r in resolved]))
-
-
-def run_name(path: Path, base: Path) -> str:
-    """The run's path relative to ``base`` (its own name when it *is* ``base``)."""
-    relative = path.relative_to(base) if path.is_relative_to(base) else Path(path.name)
-    return relative.as_posix() if relative.parts else path.name
-
 
 # ---------------------------------------------------------------------------------------------
 # The comparison table
@@ -512,30 +376,6 @@ def _zoom(ax, values: Sequence[float], metric: str) -> None:
     low, high = min(values), max(values)
     pad = max((high - low) * 0.15, 0.02 if metric == "ssim_y" else 0.5)
     ax.set_ylim(max(low - 3 * pad, 0.0), high + 2 * pad)
-
-
-def read_metrics_csv(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
-    """``column -> [(step, value)]`` from the run's Lightning CSVLogger files (all versions,
-    later versions winning on repeated steps, as after a resume); {} when there are none."""
-    files = sorted(
-        run_dir.glob("*/version_*/metrics.csv"),
-        key=lambda p: (p.parent.parent.name, natural_key(p.parent.name)),
-    )
-    series: dict[str, dict[float, float]] = {}
-    for file in files:
-        with file.open(newline="") as handle:
-            for record in csv.DictReader(handle):
-                step = record.get("step")
-                if not step:
-                    continue
-                for column, text in record.items():
-                    if column in ("step", "epoch") or not text:
-                        continue
-                    try:
-                        series.setdefault(column, {})[float(step)] = float(text)
-                    except ValueError:
-                        continue
-    return {column: sorted(points.items()) for column, points in series.items()}
 
 
 def _curve(series: dict[str, list], aliases: Sequence[str]) -> list[tuple[float, float]]:

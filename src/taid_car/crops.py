@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from taid_car.compare import NoRunsError, Run, collect_runs, natural_key
 from taid_car.data.io import ImageError, read_image
 from taid_car.models.trained import TrainedPair
 from taid_car.models.trained import load_pair as load_trained_pair
+from taid_car.runs import NoRunsError, Run, collect_runs, natural_key, tested_checkpoint
 from taid_car.scoring.pipeline import bicubic_reference, rescale_and_score, score_sr
 
 REFERENCE = "Bicubic & Bicubic"
@@ -46,17 +46,6 @@ class Rendition:
     sr: torch.Tensor
     psnr_y: float
     lr_psnr_y: float
-
-
-def tested_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint a run was tested with: the best one kept, else ``last.ckpt``."""
-    folder = run_dir / "checkpoints"
-    kept = sorted(p for p in folder.glob("*.ckpt") if p.name != "last.ckpt") if folder.is_dir() else []
-    if kept:
-        return kept[-1]
-    if (folder / "last.ckpt").is_file():
-        return folder / "last.ckpt"
-    raise FileNotFoundError(f"{run_dir}: no checkpoint in {folder}")
 
 
 def aligned_box(box: Sequence[int], scale: int, height: int, width: int) -> tuple[int, int, int]:
