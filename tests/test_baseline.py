@@ -10,9 +10,9 @@ import torch
 from omegaconf import OmegaConf
 from tests.test_run import compose_run
 
-from taid_car.baseline import baseline_config, gain_lines, wants_baseline
-from taid_car.results import SetResult
 from taid_car.run import build_rescaler, train
+from taid_car.scoring.results import SetResult
+from taid_car.training.baseline import baseline_config, gain_lines, wants_baseline
 
 TINY = ["logger=none", "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.enable_progress_bar=false"]
 

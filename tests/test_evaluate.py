@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from taid_car.evaluate import CONFIG_DIR, run_evaluation
-from taid_car.report import markdown_table, write_results
+from taid_car.scoring.report import markdown_table, write_results
 
 
 def _compose(overrides: list[str]):

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from taid_car.callbacks import StepTimer
 from taid_car.ops import adaptive_resample, bench
+from taid_car.training.callbacks import StepTimer
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "gpu_check" / "gpu_check.py"
 
@@ -206,7 +206,7 @@ def test_train_command_and_loss_from_metrics_csv(gc, tmp_path):
     cmd = gc.train_command(tmp_path, 200, ["data.num_workers=2"])
     assert cmd[1:3] == ["-m", "taid_car.run"] and cmd[-1] == "data.num_workers=2"
     for override in ("experiment=car_paper_x4", "data=sample", "baseline=false", "trainer.max_steps=200",
-                     f"hydra.run.dir={tmp_path}", "+callbacks.step_timer._target_=taid_car.callbacks.StepTimer"):
+                     f"hydra.run.dir={tmp_path}", "+callbacks.step_timer._target_=taid_car.training.callbacks.StepTimer"):
         assert override in cmd
     csv_dir = tmp_path / "csv" / "version_0"
     csv_dir.mkdir(parents=True)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from taid_car.imresize import bicubic_downscale, bicubic_upscale, cubic, imresize
+from taid_car.ops.imresize import bicubic_downscale, bicubic_upscale, cubic, imresize
 
 
 def test_keys_kernel_values():

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from taid_car.imresize import bicubic_downscale, resize_weights
 from taid_car.metrics import psnr_y
 from taid_car.models.car import CAR_PRESETS, PRIOR_PEAK, CARDownscaler, KernelGenerationNet
 from taid_car.models.kernel_prior import (
@@ -20,6 +19,7 @@ from taid_car.models.kernel_prior import (
     tap_to_pixel_matrix,
 )
 from taid_car.models.quantize import quantize_8bit
+from taid_car.ops.imresize import bicubic_downscale, resize_weights
 from taid_car.ops.reference import adaptive_resample_torch
 
 SMALL = CAR_PRESETS["small"]

@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
-from taid_car.imresize import bicubic_downscale
 from taid_car.models.regularizers import (
     offset_magnitude_loss,
     offset_tv_loss,
     taid_guidance_loss,
     tap_distance_weights,
 )
+from taid_car.ops.imresize import bicubic_downscale
 
 
 def test_tap_weights():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from taid_car.imresize import bicubic_downscale
 from taid_car.models.taid import TAIDDownscaler, TAIDEncoder, TAIDUpscaler
+from taid_car.ops.imresize import bicubic_downscale
 
 
 def n_params(m):

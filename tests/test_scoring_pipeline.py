@@ -36,7 +36,7 @@ def test_without_reference_only_the_methods_scores():
 
 def test_scoring_and_evaluate_import_neither_lightning_nor_wandb():
     """Scoring needs no training stack: `python -m taid_car.evaluate` starts in about torch's import time."""
-    code = ("import sys, taid_car.scoring.pipeline, taid_car.benchmark, taid_car.evaluate, taid_car.models.trained; "
+    code = ("import sys, taid_car.scoring.pipeline, taid_car.scoring.benchmark, taid_car.evaluate, taid_car.models.trained; "
             "print(sorted(m for m in ('lightning', 'wandb', 'pytorch_lightning') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

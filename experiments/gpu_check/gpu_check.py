@@ -16,7 +16,7 @@ c. bandwidth: achieved GB/s of the Triton forward (bytes it must move once / tim
    padded float32 image + the kernel/offset gradients), each met / not met / not measured.
 d. a 200-step training smoke run of ``experiment=car_paper_x4`` (paper widths, bf16-mixed) on the
    embedded sample images (no network, no DIV2K): step time and peak memory from
-   ``taid_car.callbacks.StepTimer``, first vs last logged ``train/loss`` from the CSV logger.
+   ``taid_car.training.callbacks.StepTimer``, first vs last logged ``train/loss`` from the CSV logger.
    CUDA only.
 e. ``experiments/gpu_check/<device-slug>.json`` (``--out`` overrides) with everything and the
    environment, plus the markdown summary as ``<device-slug>.md`` (also printed).
@@ -365,7 +365,7 @@ def _budget_note(mode: str) -> str:
 def train_command(run_dir: Path, steps: int, extra: Sequence[str] = ()) -> list[str]:
     """``python -m taid_car.run`` with the smoke-run overrides (then ``extra``), into ``run_dir``."""
     return [sys.executable, "-m", "taid_car.run", *TRAIN_OVERRIDES, f"trainer.max_steps={steps}",
-            f"hydra.run.dir={run_dir}", "+callbacks.step_timer._target_=taid_car.callbacks.StepTimer",
+            f"hydra.run.dir={run_dir}", "+callbacks.step_timer._target_=taid_car.training.callbacks.StepTimer",
             f"+callbacks.step_timer.output_dir={run_dir}", *extra]
 
 

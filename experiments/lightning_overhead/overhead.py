@@ -4,7 +4,7 @@
 
 Same model, same batch (a fixed HR batch served by a DataLoader in both loops), same losses
 (`Rescaler.compute_losses`), same Adam. Per-step wall time is the interval between consecutive
-batch starts (plain loop) or batch ends (Lightning, `taid_car.callbacks.StepTimer`), so it includes
+batch starts (plain loop) or batch ends (Lightning, `taid_car.training.callbacks.StepTimer`), so it includes
 data loading, logging, the optimiser step and the loop's bookkeeping.
 Plain and Lightning blocks alternate back to back; medians over all steps after warm-up.
 """
@@ -21,9 +21,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader, Dataset
 
-from taid_car.callbacks import StepTimer
 from taid_car.config import CONFIG_DIR
 from taid_car.run import build_rescaler
+from taid_car.training.callbacks import StepTimer
 
 
 class FixedBatches(Dataset):

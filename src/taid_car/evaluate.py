@@ -16,13 +16,13 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from taid_car.benchmark import evaluate_set
 from taid_car.config import CONFIG_DIR
 from taid_car.data.sources import open_test_sets
 from taid_car.models.downscaler import crop_multiple
 from taid_car.models.trained import load_trained_pair, method_name
-from taid_car.report import print_results, write_results
-from taid_car.results import SetResult
+from taid_car.scoring.benchmark import evaluate_set
+from taid_car.scoring.report import print_results, write_results
+from taid_car.scoring.results import SetResult
 
 log = logging.getLogger(__name__)
 

@@ -58,8 +58,8 @@ from taid_car.data.io import (
     read_image,
     save_image,
 )
-from taid_car.imresize import bicubic_upscale
 from taid_car.models.trained import TrainedPair
+from taid_car.ops.imresize import bicubic_upscale
 from taid_car.scoring import tables
 from taid_car.scoring.pipeline import downscale_8bit, rescale_and_score, score_sr
 from taid_car.scoring.tables import Column

@@ -22,7 +22,11 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from taid_car.baseline import (
+from taid_car.config import CONFIG_DIR
+from taid_car.models.rescaler import Rescaler, count_parameters
+from taid_car.models.trained import init_upscaler_from, method_name
+from taid_car.scoring.report import COLUMNS, markdown_table, print_results, write_results
+from taid_car.training.baseline import (
     baseline_config,
     gain_lines,
     gains,
@@ -30,10 +34,6 @@ from taid_car.baseline import (
     pretrain_steps,
     wants_baseline,
 )
-from taid_car.config import CONFIG_DIR
-from taid_car.models.rescaler import Rescaler, count_parameters
-from taid_car.models.trained import init_upscaler_from, method_name
-from taid_car.report import COLUMNS, markdown_table, print_results, write_results
 
 log = logging.getLogger(__name__)
 

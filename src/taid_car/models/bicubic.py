@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from taid_car.imresize import bicubic_downscale, bicubic_upscale
 from taid_car.models.downscaler import Downscaler
+from taid_car.ops.imresize import bicubic_downscale, bicubic_upscale
 
 
 class BicubicDownscaler(Downscaler):

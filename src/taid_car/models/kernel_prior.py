@@ -26,7 +26,7 @@ import math
 import numpy as np
 import torch
 
-from taid_car.imresize import cubic
+from taid_car.ops.imresize import cubic
 
 KERNEL_PRIORS = ("bicubic", "gaussian", "bicubic_signed")
 

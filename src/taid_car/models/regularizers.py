@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from taid_car.imresize import bicubic_downscale
+from taid_car.ops.imresize import bicubic_downscale
 
 TV_DIRECTIONS = ("cross", "all")
 TV_REDUCTIONS = ("per_image", "per_pixel")

@@ -24,8 +24,8 @@ from torchmetrics import Metric, MetricCollection
 
 from taid_car.models.downscaler import Downscaler
 from taid_car.models.quantize import quantize_8bit
-from taid_car.results import SetResult
 from taid_car.scoring.pipeline import REFERENCE_SCORES, SCORES, rescale_and_score
+from taid_car.scoring.results import SetResult
 
 VAL_SCORES = ("psnr_y", "ssim_y", "lr_psnr_y")  # logged at every validation; test adds the rest
 

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from taid_car.imresize import bicubic_downscale
 from taid_car.models.downscaler import Downscaler
 from taid_car.models.edsr import EDSR, MeanShift, ResBlock, conv3x3, upsample_factors
 from taid_car.models.regularizers import taid_guidance_loss
+from taid_car.ops.imresize import bicubic_downscale
 
 #: Sizes for both halves. ``tiny`` trains on a CPU; ``base`` is EDSR-baseline sized.
 TAID_PRESETS: dict[str, dict[str, Any]] = {

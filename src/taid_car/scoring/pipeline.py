@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from taid_car.imresize import bicubic_downscale, bicubic_upscale
 from taid_car.metrics import psnr_rgb, psnr_y, ssim_y
 from taid_car.models.quantize import quantize_8bit
+from taid_car.ops.imresize import bicubic_downscale, bicubic_upscale
 
 #: per-image score names :func:`rescale_and_score` returns (the reference ones with ``reference``)
 SCORES = ("psnr_y", "ssim_y", "psnr_rgb", "lr_psnr_y")

@@ -1,7 +1,7 @@
 """The one table writer: rows (dicts) and columns -> terminal (rich), Markdown, CSV.
 
 Every CLI writes its tables through this module: ``run``/``evaluate`` results
-(:mod:`taid_car.report`), ``compare``'s comparison and ``rescale roundtrip``'s per-image table.
+(:mod:`taid_car.scoring.report`), ``compare``'s comparison and ``rescale roundtrip``'s per-image table.
 A :class:`Column` says which row key it shows, its title and how a cell is written; text
 columns are left-aligned, numbers right-aligned. CSV keeps full precision.
 """

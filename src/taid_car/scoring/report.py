@@ -8,8 +8,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from taid_car.results import SetResult
 from taid_car.scoring import tables
+from taid_car.scoring.results import SetResult
 from taid_car.scoring.tables import Column
 
 COLUMNS = [

@@ -22,7 +22,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from taid_car.config import CONFIG_DIR
-from taid_car.results import SetResult
+from taid_car.scoring.results import SetResult
 
 BASELINE_MODEL = "bicubic"
 BASELINE_CHOICES = ("auto", True, False)

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from taid_car.results import SetResult
 from taid_car.scoring.pipeline import rescale_and_score
+from taid_car.scoring.results import SetResult
 
 
 @torch.no_grad()

@@ -1,0 +1,1 @@
+"""What ``run`` needs beyond the models: the bicubic baseline and pretraining, callbacks."""
