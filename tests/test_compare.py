@@ -19,9 +19,9 @@ from taid_car.compare import compare, comparison_rows, format_count, format_seco
 from taid_car.crops import aligned_box, load_pair, render
 from taid_car.crops import main as crops_main
 from taid_car.data.io import read_image
-from taid_car.metrics import psnr_y
 from taid_car.run import train
 from taid_car.runs import NoRunsError, collect_runs, read_metrics_csv
+from taid_car.scoring.metrics import psnr_y
 from test_run import compose_run
 
 

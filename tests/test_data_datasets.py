@@ -81,6 +81,24 @@ def test_benchmark_cache_returns_independent_copies(bench):
     assert torch.equal(nocache[1]["hr"], ds[1]["hr"]) and not nocache._cache
 
 
+def test_benchmark_cache_is_compact_and_off_keeps_nothing(bench):
+    root, imgs = bench
+    cached = BenchmarkDataset(root, scale=4)
+    nocache = BenchmarkDataset(root, scale=4, cache=False)
+    for i in range(len(cached)):
+        a, b = cached[i], nocache[i]
+        assert torch.equal(a["hr"], b["hr"]) and a["hr"].dtype == torch.float32
+        assert (a["name"], a["is_gray"]) == (b["name"], b["is_gray"])
+        assert torch.equal(cached[i]["hr"], a["hr"])  # from the cache: same values
+    # kept at the stored depth, cropped, and not as a view of the uncropped decode
+    kept = cached._cache[1].array
+    assert kept.dtype == np.uint8 and kept.shape == (36, 48, 3) and kept.base is None
+    assert np.array_equal(kept, imgs["b"][:36, :48])
+    assert not nocache._cache  # a pass over the set keeps no image
+    with pytest.raises(IndexError):
+        nocache[2]
+
+
 def test_benchmark_dataloader_batch_of_one(bench):
     batch = next(iter(DataLoader(BenchmarkDataset(bench[0], scale=4), batch_size=1)))
     assert batch["hr"].shape == (1, 3, 64, 40) and batch["name"] == ["a"]

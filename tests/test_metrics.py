@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from taid_car.metrics import (
+import taid_car.scoring.metrics as metrics_module
+from taid_car.scoring.metrics import (
     PSNRRGB,
     PSNRY,
     SSIMY,
     LRFidelity,
     detect_gray,
+    gaussian_window,
     psnr_rgb,
     psnr_y,
     rgb_to_y,
+    score_pair,
+    score_pairs,
     ssim,
     ssim_y,
 )
@@ -144,3 +152,141 @@ def test_bad_shapes_are_reported():
         psnr_y(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
     with pytest.raises(ValueError, match="is_gray has 3 entries"):
         psnr_y(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), is_gray=[True, False, True])
+
+
+# ------------------------------------------------------------------ separable SSIM, score_pair
+
+
+def _ssim_conv2d_reference(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The SSIM this module used to compute: statistics by one full 11x11 float64 conv2d
+    with the 2-D ``fspecial`` window, valid region, per-image mean. x, y: (B,1,H,W)."""
+    g = gaussian_window(11, 1.5)
+    window = (g[:, None] * g[None, :]).view(1, 1, 11, 11)
+    x, y = x.double(), y.double()
+    mu_x, mu_y = F.conv2d(x, window), F.conv2d(y, window)
+    var_x = F.conv2d(x * x, window) - mu_x**2
+    var_y = F.conv2d(y * y, window) - mu_y**2
+    cov = F.conv2d(x * y, window) - mu_x * mu_y
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    smap = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return smap.flatten(1).mean(1)
+
+
+@pytest.mark.parametrize("shape", [(1, 11, 11), (2, 23, 31), (3, 37, 29), (1, 101, 77), (1, 17, 113)])
+def test_separable_ssim_equals_full_2d_conv2d(shape):
+    b, h, w = shape
+    gen = torch.Generator().manual_seed(h * 1000 + w)
+    x = torch.randint(0, 256, (b, 1, h, w), generator=gen).double()
+    y = (x + 25 * torch.randn(x.shape, generator=gen, dtype=torch.float64)).clamp(0, 255).round()
+    ours = ssim(x, y)
+    assert ours.shape == (b,) and ours.dtype == torch.float64
+    torch.testing.assert_close(ours, _ssim_conv2d_reference(x, y), rtol=0, atol=1e-12)
+
+
+def _pair(b: int, h: int, w: int, gray: list[bool], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    hr = torch.rand(b, 3, h, w, generator=gen)
+    for i, g in enumerate(gray):
+        if g:
+            hr[i] = hr[i, :1].expand(3, h, w)
+    sr = (hr + 0.04 * torch.randn(hr.shape, generator=gen)).clamp(0, 1)
+    return sr, hr
+
+
+@pytest.mark.parametrize("gray", [[False], [True], [True, False, True], [False, False]])
+@pytest.mark.parametrize("crop", [0, 4])
+def test_score_pair_equals_the_separate_functions_exactly(gray, crop):
+    sr, hr = _pair(len(gray), 41, 37, gray)
+    flags = torch.tensor(gray)
+    scores = score_pair(sr, hr, crop, flags)
+    assert list(scores) == ["psnr_y", "ssim_y", "psnr_rgb"]
+    assert torch.equal(scores["psnr_y"], psnr_y(sr, hr, crop, flags))
+    assert torch.equal(scores["ssim_y"], ssim_y(sr, hr, crop, flags))
+    assert torch.equal(scores["psnr_rgb"], psnr_rgb(sr, hr, crop))
+    for value in scores.values():
+        assert value.shape == (len(gray),) and value.dtype == torch.float64
+    # gray detected from the HR when not given
+    detected = score_pair(sr, hr, crop)
+    assert all(torch.equal(detected[k], scores[k]) for k in scores)
+
+
+def test_score_pairs_shares_the_target_and_matches_score_pair():
+    sr, hr = _pair(2, 48, 40, [True, False], seed=1)
+    other = (hr + 0.08 * torch.randn(hr.shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    rows = score_pairs([sr, other], hr, 3)
+    assert len(rows) == 2 and score_pairs([], hr, 3) == []
+    for pred, row in zip((sr, other), rows):
+        single = score_pair(pred, hr, 3)
+        for key in ("psnr_y", "ssim_y", "psnr_rgb"):
+            torch.testing.assert_close(row[key], single[key], rtol=0, atol=1e-15)
+        assert torch.equal(row["psnr_y"], single["psnr_y"]) and torch.equal(row["psnr_rgb"], single["psnr_rgb"])
+
+
+def test_score_pair_gray_image_scored_on_gray_value():
+    gray = torch.randint(1, 254, (1, 1, 24, 24)).double().expand(1, 3, 24, 24) / 255
+    brighter = gray + 1 / 255
+    scores = score_pair(brighter, gray)
+    assert scores["psnr_y"].item() == pytest.approx(20 * math.log10(255), abs=1e-9)
+    assert scores["psnr_rgb"].item() == pytest.approx(20 * math.log10(255), abs=1e-9)
+    forced = score_pair(brighter, gray, is_gray=False)
+    assert forced["psnr_y"].item() != pytest.approx(20 * math.log10(255), abs=0.01)
+
+
+def test_only_the_needed_conversion_is_computed(monkeypatch):
+    calls = {"y": 0, "gray": 0}
+    real_y, real_gray = metrics_module.rgb_to_y, metrics_module.rgb_to_gray
+
+    def count_y(x):
+        calls["y"] += x.shape[0]
+        return real_y(x)
+
+    def count_gray(x):
+        calls["gray"] += x.shape[0]
+        return real_gray(x)
+
+    monkeypatch.setattr(metrics_module, "rgb_to_y", count_y)
+    monkeypatch.setattr(metrics_module, "rgb_to_gray", count_gray)
+    sr, hr = _pair(3, 16, 16, [False, True, False])
+    for gray, expect in (([False] * 3, {"y": 6, "gray": 0}), ([True] * 3, {"y": 0, "gray": 6})):
+        calls.update(y=0, gray=0)
+        score_pair(sr, hr, 0, gray)
+        assert calls == expect  # pred and target, 3 images each
+    calls.update(y=0, gray=0)
+    mixed = score_pair(sr, hr, 0, [False, True, False])
+    assert calls["gray"] == 2  # the gray image only, of pred and target
+    for i, g in enumerate([False, True, False]):
+        single = score_pair(sr[i], hr[i], 0, g)
+        assert all(torch.equal(mixed[k][i : i + 1], single[k]) for k in single)
+
+
+def test_scoring_does_not_modify_inputs_and_checks_sizes():
+    sr, hr = _pair(1, 20, 20, [False])
+    sr64, hr64 = sr.double() * 1.2 - 0.1, hr.double()  # out of range: clamped, on a copy
+    before = sr64.clone(), hr64.clone()
+    score_pair(sr64, hr64, 2)
+    ssim(sr64[:, :1], hr64[:, :1])
+    assert torch.equal(sr64, before[0]) and torch.equal(hr64, before[1])
+    with pytest.raises(ValueError, match="11x11"):
+        score_pair(sr, hr, 5)
+    with pytest.raises(ValueError, match="differ in shape"):
+        score_pair(sr, hr[..., :-1])
+    with pytest.raises(ValueError, match="single-channel"):
+        ssim(sr, hr)
+
+
+def test_importing_metrics_pulls_in_no_training_stack():
+    code = (
+        "import json, sys\n"
+        "import taid_car.scoring.metrics as m\n"
+        "heavy = ('lightning', 'pytorch_lightning', 'wandb', 'torchmetrics')\n"
+        "before = sorted(n for n in sys.modules if n.split('.')[0] in heavy)\n"
+        "from taid_car.scoring.metrics import PSNRY\n"
+        "import torchmetrics\n"
+        "print(json.dumps([before, issubclass(PSNRY, torchmetrics.Metric)]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded, is_metric = json.loads(out.stdout.strip().splitlines()[-1])
+    assert loaded == [], f"import taid_car.scoring.metrics imported {loaded}"
+    assert is_metric  # the torchmetrics classes are still importable from taid_car.scoring.metrics
+    with pytest.raises(AttributeError, match="no_such_name"):
+        metrics_module.no_such_name  # noqa: B018

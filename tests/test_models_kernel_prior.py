@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from taid_car.metrics import psnr_y
 from taid_car.models.car import CAR_PRESETS, PRIOR_PEAK, CARDownscaler, KernelGenerationNet
 from taid_car.models.kernel_prior import (
     KERNEL_PRIORS,
@@ -21,6 +20,7 @@ from taid_car.models.kernel_prior import (
 from taid_car.models.quantize import quantize_8bit
 from taid_car.ops.imresize import bicubic_downscale, resize_weights
 from taid_car.ops.reference import adaptive_resample_torch
+from taid_car.scoring.metrics import psnr_y
 
 SMALL = CAR_PRESETS["small"]
 SCALES = [2, 3, 4, 8]

@@ -12,10 +12,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from taid_car.config import CONFIG_DIR
-from taid_car.metrics import psnr_y
 from taid_car.models.quantize import quantize_8bit
 from taid_car.ops.imresize import bicubic_downscale, bicubic_upscale
 from taid_car.run import apply_seed, build_rescaler, train
+from taid_car.scoring.metrics import psnr_y
 
 CONF = Path(CONFIG_DIR)
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

@@ -24,7 +24,7 @@ Conventions: images are RGB tensors (1, 3, H, W), float, [0, 1]. The checkpoint 
 ``taid_car.evaluate`` does, and the crop is logged. The LR is rounded to 8 bit before it is
 written or upscaled, so an LR file holds exactly what the upscaler saw. Gray sources whose
 result has identical channels are written as 1-channel PNGs. Scores follow
-:mod:`taid_car.metrics` (Y of MATLAB ``rgb2ycbcr``, gray images on their own values,
+:mod:`taid_car.scoring.metrics` (Y of MATLAB ``rgb2ycbcr``, gray images on their own values,
 ``s`` pixels cropped from every border).
 
 Exit status: 0 when at least one file was processed, 1 when every file failed (or, with

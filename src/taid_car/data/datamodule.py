@@ -113,12 +113,14 @@ class RescaleDataModule(L.LightningDataModule):
                 self.val_sets = {self.holdout_name: BenchmarkDataset.from_paths(
                     held, self.scale, self.modcrop, self.holdout_name, cache=self.cache)}
         if stage in (None, "fit", "validate") and self.val_specs and not set(self.val_specs) <= set(self.val_sets):
-            self.val_sets.update(self._open(self.val_specs))
+            self.val_sets.update(self._open(self.val_specs, cache=self.cache))  # re-read every validation
         if stage in (None, "test") and not self.test_sets and self.test_specs:
-            self.test_sets = self._open(self.test_specs)
+            self.test_sets = self._open(self.test_specs, cache=False)  # read once
 
-    def _open(self, specs: Mapping[str, str]) -> dict[str, Dataset]:
-        return open_test_sets({"test_sets": specs, "modcrop": self.modcrop, "download": self.download}, self.scale)
+    def _open(self, specs: Mapping[str, str], cache: bool) -> dict[str, Dataset]:
+        return open_test_sets(
+            {"test_sets": specs, "modcrop": self.modcrop, "download": self.download}, self.scale, cache
+        )
 
     @property
     def val_set_names(self) -> list[str]:

@@ -21,9 +21,7 @@ from .io import (
     RawImage,
     check_min_size,
     list_images,
-    modcrop,
     probe_size,
-    read_image,
     read_image_raw,
     smallest_multiple_at_least,
 )
@@ -106,7 +104,10 @@ class BenchmarkDataset(Dataset):
     ``root``: the set folder (layouts: :func:`resolve_hr_folder`). Each ``hr`` is cropped at the
     bottom/right to a multiple of ``modcrop_multiple`` (default: ``scale``; use 8 or 12 where a
     model needs it). Every image's size is checked at construction (headers only); pixels are
-    decoded on first access and kept in memory (``cache=True``).
+    decoded on access. ``cache=True`` (the default) keeps each decoded image, cropped, at its
+    stored bit depth (uint8: 3 bytes per pixel), for sets read again and again (validation
+    during training); ``cache=False`` keeps nothing, so a single pass over the set (evaluation)
+    holds one image at a time, however many the set has.
     """
 
     def __init__(
@@ -158,7 +159,7 @@ class BenchmarkDataset(Dataset):
         self.name = name
         self.paths = list(paths)
         self.cache = cache
-        self._cache: dict[int, dict] = {}
+        self._cache: dict[int, RawImage] = {}  # index -> modcropped pixels (cache=True only)
         need = benchmark_min_size(self.scale, self.multiple)
         for p in self.paths:
             check_min_size(
@@ -178,21 +179,31 @@ class BenchmarkDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _pixels(self, index: int) -> RawImage:
+        """Decoded pixels of image ``index``, cropped to the multiple (from the cache if kept)."""
+        raw = self._cache.get(index)
+        if raw is None:
+            raw = read_image_raw(self.paths[index])
+            h, w = raw.array.shape[:2]
+            m = self.multiple
+            if h < m or w < m:
+                raise ImageError(
+                    self.paths[index], f"image of {h}x{w} (HxW) is smaller than the modcrop multiple {m}"
+                )
+            raw = raw._replace(array=raw.array[: h - h % m, : w - w % m])
+            if self.cache:  # a compact copy, not a view holding the uncropped decode
+                raw = raw._replace(array=np.ascontiguousarray(raw.array))
+                self._cache[index] = raw
+        return raw
+
     def __getitem__(self, index: int) -> dict:
         if index < 0:
             index += len(self)
-        if index in self._cache:
-            item = self._cache[index]
-        else:
-            img = read_image(self.paths[index])
-            item = {
-                "hr": modcrop(img.tensor, self.multiple).contiguous(),
-                "name": self.paths[index].stem,
-                "is_gray": img.is_gray,
-            }
-            if self.cache:
-                self._cache[index] = item
-        return {**item, "hr": item["hr"].clone()}
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        raw = self._pixels(index)
+        # a fresh float32 tensor every time: callers may modify it without touching the cache
+        return {"hr": raw.to_tensor(), "name": self.paths[index].stem, "is_gray": raw.is_gray}
 
     def __repr__(self) -> str:
         return (

@@ -153,12 +153,18 @@ def _existing_or_cached(name: str, spec: str, download: bool) -> Path:
         raise DatasetNotFoundError(f"{name}: {folder} does not exist. {err}") from err
 
 
-def open_test_set(name: str, spec: str, scale: int, modcrop: int | None = None, download: bool = False) -> Dataset:
-    """One benchmark set at ``scale`` with HR cropped to a multiple of ``modcrop`` (default scale)."""
+def open_test_set(
+    name: str, spec: str, scale: int, modcrop: int | None = None, download: bool = False, cache: bool = False
+) -> Dataset:
+    """One benchmark set at ``scale`` with HR cropped to a multiple of ``modcrop`` (default scale).
+
+    ``cache``: keep decoded images in memory (for sets read again and again, as validation sets
+    are); off by default, so scoring a set once holds one image at a time.
+    """
     split = _builtin_split(str(spec))
     if split is not None:
         return SampleDataset(split, scale, modcrop, name=name)
-    return BenchmarkDataset(_existing_or_cached(name, str(spec), download), scale, modcrop, name=name)
+    return BenchmarkDataset(_existing_or_cached(name, str(spec), download), scale, modcrop, name=name, cache=cache)
 
 
 def resolve_train_source(spec: str, download: bool = False) -> Path | list[InMemoryImage]:
@@ -169,8 +175,9 @@ def resolve_train_source(spec: str, download: bool = False) -> Path | list[InMem
     return resolve_hr_folder(_existing_or_cached(Path(str(spec)).name, str(spec), download))
 
 
-def open_test_sets(data_cfg: Mapping, scale: int) -> dict[str, Dataset]:
-    """All sets of ``data_cfg.test_sets`` (keys ``test_sets``, ``root``, ``modcrop``, ``download``).
+def open_test_sets(data_cfg: Mapping, scale: int, cache: bool = False) -> dict[str, Dataset]:
+    """All sets of ``data_cfg.test_sets`` (keys ``test_sets``, ``root``, ``modcrop``, ``download``);
+    ``cache`` as in :func:`open_test_set`.
 
     ``test_sets``: a list of set names under ``root`` or a mapping name -> spec
     (:func:`resolve_set_specs`).
@@ -179,6 +186,6 @@ def open_test_sets(data_cfg: Mapping, scale: int) -> dict[str, Dataset]:
     if not test_sets:
         raise ValueError("data.test_sets is empty: name at least one benchmark set")
     return {
-        name: open_test_set(name, spec, scale, data_cfg.get("modcrop"), bool(data_cfg.get("download", False)))
+        name: open_test_set(name, spec, scale, data_cfg.get("modcrop"), bool(data_cfg.get("download", False)), cache)
         for name, spec in test_sets.items()
     }

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from taid_car.metrics import psnr_rgb, psnr_y, ssim_y
 from taid_car.models.quantize import quantize_8bit
 from taid_car.ops.imresize import bicubic_downscale, bicubic_upscale
+from taid_car.scoring.metrics import psnr_y, score_pair, score_pairs
 
 #: per-image score names :func:`rescale_and_score` returns (the reference ones with ``reference``)
 SCORES = ("psnr_y", "ssim_y", "psnr_rgb", "lr_psnr_y")
@@ -65,9 +65,9 @@ def bicubic_reference(hr: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch
 
 def score_sr(sr: torch.Tensor, hr: torch.Tensor, scale: int, is_gray: torch.Tensor, prefix: str = "") -> dict:
     """``{prefix}psnr_y``, ``{prefix}ssim_y`` (and ``psnr_rgb`` without a prefix) of SR vs HR, (B,)."""
-    scores = {f"{prefix}psnr_y": psnr_y(sr, hr, scale, is_gray), f"{prefix}ssim_y": ssim_y(sr, hr, scale, is_gray)}
-    if not prefix:
-        scores["psnr_rgb"] = psnr_rgb(sr, hr, scale)
+    scores = score_pair(sr, hr, scale, is_gray)
+    if prefix:
+        return {f"{prefix}psnr_y": scores["psnr_y"], f"{prefix}ssim_y": scores["ssim_y"]}
     return scores
 
 
@@ -75,10 +75,11 @@ def score(hr, lr, sr, bicubic_lr, scale: int, is_gray, bicubic_sr=None) -> dict[
     """Per-image scores (B,) float64 of a rescaled batch: :data:`SCORES`, and
     :data:`REFERENCE_SCORES` when ``bicubic_sr`` is given. ``is_gray``: (B,) bool (or one bool)."""
     gray = _gray(is_gray, hr)
-    scores = score_sr(sr, hr, scale, gray)
+    rows = score_pairs([sr] if bicubic_sr is None else [sr, bicubic_sr], hr, scale, gray)  # HR's work once
+    scores = dict(rows[0])
     scores["lr_psnr_y"] = psnr_y(lr, bicubic_lr, 0, gray)
     if bicubic_sr is not None:
-        scores.update(score_sr(bicubic_sr, hr, scale, gray, prefix="bicubic_"))
+        scores["bicubic_psnr_y"], scores["bicubic_ssim_y"] = rows[1]["psnr_y"], rows[1]["ssim_y"]
     return scores
 
 
