@@ -34,6 +34,7 @@ from taid_car.training.baseline import (
     pretrain_steps,
     wants_baseline,
 )
+from taid_car.training.checkpoints import AtomicCheckpointIO, latest_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +106,28 @@ def run_summary(cfg: DictConfig, params: dict, train_seconds: float, trainer: L.
     }
 
 
+def resolve_resume(cfg: DictConfig) -> None:
+    """``ckpt_path=last``: the newest readable checkpoint of ``<output_dir>/checkpoints`` (the run
+    being resumed: pass ``hydra.run.dir=<run dir>``), saying which and what it skipped."""
+    if str(cfg.get("ckpt_path") or "") != "last":
+        return
+    with open_dict(cfg):
+        cfg.ckpt_path = str(latest_checkpoint(Path(cfg.output_dir) / "checkpoints"))
+
+
 def fit_and_test(cfg: DictConfig) -> dict:
     """Fit, optionally test and write results files; returns ``{"metrics", "results", "model", "trainer", "summary"}``."""
     apply_seed(cfg)
+    resolve_resume(cfg)
     continue_wandb_run(cfg)
     datamodule = instantiate(cfg.data)
     model = build_rescaler(cfg, datamodule.val_set_names, datamodule.test_set_names)
     datamodule.fit_downscaler(model.downscaler)
     loggers = _instantiate_dict(cfg.get("logger"))
     callbacks = _instantiate_dict(cfg.get("callbacks"))
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()]
+    )
     params = {"downscaler": count_parameters(model.downscaler), "upscaler": count_parameters(model.upscaler)}
     for logger in trainer.loggers:
         logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "params": params})
