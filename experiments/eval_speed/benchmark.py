@@ -143,7 +143,7 @@ def _test_sets_override(root: Path, name: str, conf: Path = REPO / "conf") -> li
     test_sets = OmegaConf.load(conf / "data/benchmark.yaml").get("test_sets")
     if OmegaConf.is_list(test_sets):  # set names looked up under data_root
         return [f"data.test_sets=[{name}]"]
-    return [f"data.test_sets={{{name}: {root / name}}}"]
+    return ["~data.test_sets", f"+data.test_sets={{{name}: {root / name}}}"]  # a mapping replaces the default
 
 
 def evaluate_cmd(root: Path, name: str, run_dir: Path, env: dict | None = None) -> list[str]:
