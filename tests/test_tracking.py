@@ -82,10 +82,10 @@ def test_wandb_offline_run_records_its_id_for_resume(tmp_path, monkeypatch):
     assert checkpoint["taid_car_wandb_id"] == run_id
     assert outcome["results"][0].set_name == "sample"
 
-    from taid_car.run import continue_wandb_run
+    from taid_car.run import prepare_resume
 
     cfg = compose_run([*overrides, f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"], tmp_path / "b")
-    continue_wandb_run(cfg)
+    prepare_resume(cfg)
     assert cfg.logger.wandb.id == run_id and cfg.logger.wandb.resume == "allow"
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from taid_car.models.checkpoints import CheckpointError, load_authors_checkpoint, read_checkpoint_file
 from taid_car.training import checkpoints
 from taid_car.training.checkpoints import AtomicCheckpointIO, latest_checkpoint, save_atomically
 
@@ -82,3 +83,66 @@ def test_a_run_killed_while_saving_resumes_with_ckpt_path_last(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stderr + resumed.stdout
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 4
+
+
+# ----------------------------------------------------------------------------- bad checkpoints
+
+
+def _bad_files(tmp_path: Path) -> dict[str, Path]:
+    good = tmp_path / "good.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}}, good)
+    files = {"text": tmp_path / "notes.ckpt", "truncated": tmp_path / "cut.ckpt", "random": tmp_path / "noise.ckpt"}
+    files["text"].write_text("this is not a checkpoint\n")
+    files["truncated"].write_bytes(good.read_bytes()[:200])
+    files["random"].write_bytes(bytes(range(256)) * 8)
+    return files
+
+
+@pytest.mark.parametrize("weights_only", [True, False])
+def test_a_file_that_is_not_a_checkpoint_gets_one_message(tmp_path, weights_only):
+    """Text, truncated or random bytes: the path, "not a readable checkpoint", the reason in
+    brackets; no pickle/zip internals as the message and no advice to unpickle an untrusted file."""
+    for kind, path in _bad_files(tmp_path).items():
+        with pytest.raises(CheckpointError) as info:
+            read_checkpoint_file(path, weights_only=weights_only)
+        message = str(info.value)
+        assert message.startswith(f"{path}: not a readable checkpoint (") and message.endswith(")"), kind
+        assert "weights_only=False" not in message and "\n" not in message, kind
+
+
+def test_every_loader_gives_that_message(tmp_path):
+    """The authors' loader (it said "pop from empty list"), a run checkpoint for evaluate /
+    rescale / crops, and the ``ckpt_path=last`` scan all report the one reason."""
+    from taid_car.models.car import KernelGenerationNet
+    from taid_car.models.trained import load_pair
+
+    text = _bad_files(tmp_path)["text"]
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_authors_checkpoint(KernelGenerationNet(2, stem=8, mid=8, n_res_blocks=1, trunk=8), text)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_pair(text)
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / text.name).write_bytes(text.read_bytes())
+    with pytest.raises(FileNotFoundError, match=r"notes.ckpt \(UnpicklingError"):
+        latest_checkpoint(only)
+
+
+def test_resuming_another_configuration_names_both(tmp_path):
+    from omegaconf import OmegaConf
+
+    from taid_car.run import config_mismatch, prepare_resume
+    from test_run import compose_run
+
+    theirs = OmegaConf.to_container(compose_run(["model=car", "scale=2"], tmp_path), resolve=True)
+    ckpt = tmp_path / "car_x2.ckpt"
+    torch.save({"state_dict": {}, "taid_car_config": theirs}, ckpt)
+    cfg = compose_run(["model=taid", "scale=4", f"ckpt_path={ckpt}"], tmp_path / "b")
+    with pytest.raises(CheckpointError, match=(
+            r"this checkpoint was trained with model=car scale=2 upscaler=edsr_tiny; "
+            r"this run is model=taid scale=4 upscaler=edsr_tiny\. Resume with model=car scale=2")):
+        prepare_resume(cfg)
+    ours = OmegaConf.to_container(compose_run(["model=car", "scale=2", "model.downscaler.preset=paper"],
+                                              tmp_path / "c"), resolve=True)
+    assert "model.downscaler.preset='paper' (checkpoint: 'small')" in config_mismatch(theirs, ours)
+    assert config_mismatch(theirs, theirs) is None

@@ -53,6 +53,9 @@ def _sets_for(scaled: DictConfig, downscaler) -> dict:
 def _evaluate_checkpoint(cfg: DictConfig, device: torch.device) -> list[SetResult]:
     """Evaluate a trained pair at its own scale; HR crop multiple from its downscaler."""
     downscaler, upscaler, run_cfg = load_trained_pair(cfg.ckpt_path)
+    if list(cfg.scales) != [run_cfg["scale"]]:
+        log.warning("%s was trained at x%d: evaluating at x%d (scales=%s applies to fixed methods only)",
+                    cfg.ckpt_path, run_cfg["scale"], run_cfg["scale"], list(cfg.scales))
     scaled = _at_scale(cfg, run_cfg["scale"])
     scaled.model = run_cfg["model"]
     scaled.upscaler = run_cfg["upscaler"]

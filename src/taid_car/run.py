@@ -15,7 +15,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -23,6 +22,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from taid_car.config import CONFIG_DIR
+from taid_car.models.checkpoints import CheckpointError, read_checkpoint_file
 from taid_car.models.rescaler import Rescaler, count_parameters
 from taid_car.models.trained import init_upscaler_from, method_name
 from taid_car.scoring.report import COLUMNS, markdown_table, print_results, write_results
@@ -69,16 +69,59 @@ def _instantiate_dict(group: DictConfig | None) -> list:
     return [instantiate(node) for node in (group or {}).values() if node is not None]
 
 
-def continue_wandb_run(cfg: DictConfig) -> None:
-    """When resuming from a checkpoint that recorded a W&B run id, log into that same run."""
-    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
-    if not cfg.get("ckpt_path") or wandb_cfg is None or wandb_cfg.get("id"):
+def prepare_resume(cfg: DictConfig) -> None:
+    """Before resuming from ``ckpt_path`` (``last``: the newest readable one in the run's
+    ``checkpoints/``): read it (one clear error when it is not a checkpoint), refuse a checkpoint
+    of another configuration with a message naming both, and log into the W&B run it recorded."""
+    if str(cfg.get("ckpt_path") or "") == "last":
+        with open_dict(cfg):
+            cfg.ckpt_path = str(latest_checkpoint(Path(cfg.output_dir) / "checkpoints"))
+    if not cfg.get("ckpt_path"):
         return
-    checkpoint = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint_file(cfg.ckpt_path, weights_only=False)
+    theirs = checkpoint.get("taid_car_config") if isinstance(checkpoint, dict) else None
+    if not theirs:
+        raise CheckpointError(f"{cfg.ckpt_path}: not a taid_car checkpoint (no 'taid_car_config' entry)")
+    mismatch = config_mismatch(theirs, OmegaConf.to_container(cfg, resolve=True))
+    if mismatch:
+        raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: {mismatch}")
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     run_id = checkpoint.get("taid_car_wandb_id")
-    if run_id:
+    if wandb_cfg is not None and not wandb_cfg.get("id") and run_id:
         with open_dict(cfg):
             wandb_cfg.id, wandb_cfg.resume = run_id, "allow"
+
+
+#: what must match for a checkpoint to resume into a run: (label, path into the config)
+RESUME_KEYS = (("model", ("model", "name")), ("scale", ("scale",)), ("upscaler", ("upscaler", "name")))
+
+
+def config_mismatch(theirs: dict, ours: dict) -> str | None:
+    """None when a checkpoint trained with config ``theirs`` can resume into ``ours``; else one
+    sentence naming both settings and what to change (model, scale, upscaler, then the
+    downscaler/upscaler arguments whose weights would not fit)."""
+
+    def get(config, path):
+        for key in path:
+            config = config.get(key) if isinstance(config, dict) else None
+        return config
+
+    def settings(config):
+        return " ".join(f"{label}={get(config, path)}" for label, path in RESUME_KEYS)
+
+    if any(get(theirs, path) != get(ours, path) for _, path in RESUME_KEYS):
+        return (f"this checkpoint was trained with {settings(theirs)}; this run is {settings(ours)}. "
+                f"Resume with {settings(theirs)} (the checkpoint's settings), or drop ckpt_path to start anew")
+    differ = [
+        f"{group}.{key}={mine!r} (checkpoint: {their!r})"
+        for group, sub in (("model.downscaler", ("model", "downscaler")), ("upscaler.net", ("upscaler", "net")))
+        for key in sorted(set(get(theirs, sub) or {}) | set(get(ours, sub) or {}))
+        if (their := (get(theirs, sub) or {}).get(key)) != (mine := (get(ours, sub) or {}).get(key))
+    ]
+    if differ:
+        return (f"this run's {', '.join(differ)} differ from the checkpoint's, so its weights would not "
+                f"fit: resume with the checkpoint's values")
+    return None
 
 
 def log_results_table(trainer: L.Trainer, results: list) -> None:
@@ -106,20 +149,10 @@ def run_summary(cfg: DictConfig, params: dict, train_seconds: float, trainer: L.
     }
 
 
-def resolve_resume(cfg: DictConfig) -> None:
-    """``ckpt_path=last``: the newest readable checkpoint of ``<output_dir>/checkpoints`` (the run
-    being resumed: pass ``hydra.run.dir=<run dir>``), saying which and what it skipped."""
-    if str(cfg.get("ckpt_path") or "") != "last":
-        return
-    with open_dict(cfg):
-        cfg.ckpt_path = str(latest_checkpoint(Path(cfg.output_dir) / "checkpoints"))
-
-
 def fit_and_test(cfg: DictConfig) -> dict:
     """Fit, optionally test and write results files; returns ``{"metrics", "results", "model", "trainer", "summary"}``."""
     apply_seed(cfg)
-    resolve_resume(cfg)
-    continue_wandb_run(cfg)
+    prepare_resume(cfg)
     datamodule = instantiate(cfg.data)
     model = build_rescaler(cfg, datamodule.val_set_names, datamodule.test_set_names)
     datamodule.fit_downscaler(model.downscaler)

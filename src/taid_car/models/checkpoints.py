@@ -1,4 +1,10 @@
-"""Load the CAR authors' released checkpoints (``kgn.pth``, ``usn.pth``) into our modules.
+"""Checkpoint files: reading any of them with one clear error, and loading the CAR authors'
+released checkpoints (``kgn.pth``, ``usn.pth``) into our modules.
+
+:func:`read_checkpoint_file` is the one place the suite opens a checkpoint file: a file that is
+not one (text, truncated, random bytes, not a torch file) raises :class:`CheckpointError`
+"<path>: not a readable checkpoint (<reason>)", never a pickle or zip internal error, and never
+a suggestion to load an untrusted file with ``weights_only=False``.
 
 The authors saved ``nn.DataParallel(...).state_dict()``, so every key starts with ``module.``.
 ``kgn.pth`` loads into :class:`taid_car.models.car.KernelGenerationNet` (e.g.
@@ -25,7 +31,32 @@ _SHOW = 8
 
 
 class CheckpointError(ValueError):
-    """A checkpoint does not fit the module (missing/unexpected keys, wrong shapes)."""
+    """A checkpoint cannot be read, or does not fit the module / the run (keys, shapes, config)."""
+
+
+def read_checkpoint_file(path: str | os.PathLike, weights_only: bool = True):
+    """``torch.load(path)`` on the CPU. ``weights_only=False`` only for the suite's own
+    checkpoints (Lightning's, which hold plain Python objects). Raises FileNotFoundError for a
+    missing file and :class:`CheckpointError` naming the file for anything unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:  # any failure to read is the same answer: not a checkpoint
+        error = CheckpointError(f"{path}: not a readable checkpoint ({_reason(err)})")
+        error.reason = _reason(err)
+        raise error from err
+
+
+def _reason(err: Exception) -> str:
+    """The underlying reason of a failed ``torch.load``, without torch's advice to unpickle."""
+    text = str(err).strip()
+    marker = "WeightsUnpickler error:"
+    if marker in text:  # weights_only=True: keep the unpickler's reason, drop the advice
+        text = text.split(marker, 1)[1].strip()
+    first = text.splitlines()[0].strip() if text else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 def strip_prefix(
@@ -44,12 +75,7 @@ def _read(source: str | os.PathLike | Mapping[str, torch.Tensor]) -> tuple[dict,
     if isinstance(source, Mapping):
         return dict(source), "<state dict>"
     path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # re-raised with the file named
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    obj = read_checkpoint_file(path, weights_only=True)
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from taid_car.models.checkpoints import read_checkpoint_file
 from taid_car.models.downscaler import Downscaler, crop_multiple
 
 
@@ -71,9 +72,7 @@ def load_trained_pair(ckpt_path: str | Path) -> tuple[nn.Module, nn.Module, dict
 
 def _read_run_checkpoint(path: Path) -> tuple[dict, dict]:
     """(checkpoint, its run config) of a ``taid_car.run`` checkpoint; errors name the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint_file(path, weights_only=False)
     config = checkpoint.get("taid_car_config") if isinstance(checkpoint, dict) else None
     if not config:
         raise ValueError(f"{path}: not a taid_car checkpoint (no 'taid_car_config' entry)")

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from taid_car.models.checkpoints import CheckpointError, read_checkpoint_file
+
 log = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".tmp"
@@ -67,9 +69,9 @@ def _fsync_dir(folder: Path) -> None:
 def unreadable_reason(path: Path) -> str | None:
     """Why ``path`` is not a loadable checkpoint (``None`` when it loads)."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as err:  # noqa: BLE001 - any failure is a reason to report, not a crash
-        return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        checkpoint = read_checkpoint_file(path, weights_only=False)
+    except CheckpointError as err:
+        return getattr(err, "reason", str(err))
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         return "no 'state_dict' entry (not a Lightning checkpoint)"
     return None
