@@ -303,3 +303,29 @@ def test_real_t91_patches(data_root):
     assert ds[0]["hr"].shape == (3, 96, 96)
     full = TrainPatchDataset(data_root / "T91", patch_size=32, scale=4)
     assert full.num_images == 91
+
+
+def _folder_with_bad_files(tmp_path: Path) -> Path:
+    folder = tmp_path / "train"
+    folder.mkdir()
+    _write(folder, "good.png", 40, 48)
+    (folder / "notes.png").write_text("not an image")
+    _write(folder, "cut.png", 40, 48)
+    (folder / "cut.png").write_bytes((folder / "cut.png").read_bytes()[:100])
+    return folder
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_training_images_that_cannot_be_read_raise_or_are_skipped(tmp_path, cache):
+    """``on_error=skip``: every image checked once at set-up, the bad ones listed with reasons."""
+    folder = _folder_with_bad_files(tmp_path)
+    with pytest.raises(ImageError, match=r"cut\.png|notes\.png"):
+        TrainPatchDataset(folder, 16, 2, cache=cache)
+    with pytest.warns(UserWarning, match=r"skipped 2 of 3 training image\(s\).*cut\.png \(.*notes\.png \("):
+        ds = TrainPatchDataset(folder, 16, 2, cache=cache, on_error="skip")
+    assert ds.names == ["good"] and ds[0]["hr"].shape == (3, 16, 16)
+    (folder / "good.png").unlink()
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="no training image left: all 2 cannot be read"):
+        TrainPatchDataset(folder, 16, 2, cache=cache, on_error="skip")
+    with pytest.raises(ValueError, match="data.on_error must be one of"):
+        TrainPatchDataset(folder, 16, 2, on_error="ignore")

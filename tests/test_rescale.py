@@ -238,7 +238,7 @@ def test_clear_errors_for_checkpoint_and_input(bicubic_ckpt, images, tmp_path, c
     assert "not a taid_car checkpoint" in caplog.text
     (tmp_path / "text.ckpt").write_text("hello")
     assert run(tmp_path / "text.ckpt", images) == 2
-    assert "not a readable PyTorch checkpoint" in caplog.text
+    assert "not a readable checkpoint" in caplog.text
     assert run(bicubic_ckpt, tmp_path / "nowhere") == 2
     assert "nowhere does not exist" in caplog.text
     (tmp_path / "empty").mkdir()

@@ -106,7 +106,7 @@ def load_pair(ckpt: str | Path, device: torch.device) -> TrainedPair:
         raise UsageError(str(err)) from err
     except Exception as err:  # not a torch file at all (pickle/zip errors, truncated file)
         raise UsageError(
-            f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})"
+            f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"
         ) from err
 
 

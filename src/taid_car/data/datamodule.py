@@ -32,6 +32,8 @@ class RescaleDataModule(L.LightningDataModule):
         modcrop: benchmark HR images are cropped to a multiple of this; None (the default): the
             downscaler's need, set by :meth:`fit_downscaler` (lcm of scale and its size multiple).
         skip_small: leave out training images smaller than a patch (with a warning) instead of failing.
+        on_error: ``raise`` (default) or ``skip`` training images that cannot be read, checked
+            once at set-up and listed with their reasons (validation/test sets always raise).
         holdout: hold this many images of a training *folder* out of training (evenly spaced in
             file-name order) and validate on them as ``<folder>_holdout``, before ``val_sets``.
         root: the folder that set names in ``val_sets`` / ``test_sets`` lists are looked up in
@@ -55,6 +57,7 @@ class RescaleDataModule(L.LightningDataModule):
         cache: bool = True,
         holdout: int = 0,
         root: str | None = None,
+        on_error: str = "raise",
     ) -> None:
         super().__init__()
         patch_size = int(lr_patch_size) * int(scale)
@@ -67,6 +70,7 @@ class RescaleDataModule(L.LightningDataModule):
         self.repeats, self.modcrop, self.download = repeats, modcrop, download
         self.skip_small, self.augment, self.cache = skip_small, augment, cache
         self.holdout = int(holdout)
+        self.on_error = on_error
         self.holdout_name = f"{Path(self.train_spec).name}_holdout" if self.holdout else None
         self.train_set: Dataset | None = None
         self.val_sets: dict[str, Dataset] = {}
@@ -107,7 +111,7 @@ class RescaleDataModule(L.LightningDataModule):
             if stage != "validate":
                 self.train_set = TrainPatchDataset(
                     source, self.patch_size, self.scale, augment=self.augment, repeats=self.repeats,
-                    cache=self.cache, skip_small=self.skip_small,
+                    cache=self.cache, skip_small=self.skip_small, on_error=self.on_error,
                 )
             if held and not self.val_sets:
                 self.val_sets = {self.holdout_name: BenchmarkDataset.from_paths(

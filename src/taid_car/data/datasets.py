@@ -219,6 +219,11 @@ class _Source(NamedTuple):
     size: tuple[int, int]
 
 
+#: what training does with an image it cannot read (benchmark sets always raise: a partial set
+#: gives numbers that compare with nothing)
+ON_ERROR = ("raise", "skip")
+
+
 class TrainPatchDataset(Dataset):
     """Random square HR patches for training.
 
@@ -228,7 +233,10 @@ class TrainPatchDataset(Dataset):
     ``repeats × number of images``; item ``i`` is a patch of image ``i % number of images``.
 
     Every image is checked at construction (too small → ImageError naming file and sizes, or,
-    with ``skip_small=True``, left out with one warning listing them, as T91 needs); with
+    with ``skip_small=True``, left out with one warning listing them, as T91 needs). A file that
+    cannot be read raises :class:`ImageError` naming it (``on_error="raise"``, the default) or,
+    with ``on_error="skip"``, is left out: every image is then decoded once here, and one warning
+    lists the skipped files with their reasons and count (an error if none is left). With
     ``cache=True`` all images are decoded then and kept at their stored bit depth (uint8: 3 bytes
     per pixel), so nothing is decoded, and nothing can fail, during an epoch. Crops and
     augmentations draw from torch's global RNG, so they follow ``torch.manual_seed`` and
@@ -247,9 +255,12 @@ class TrainPatchDataset(Dataset):
         repeats: int = 1,
         cache: bool = True,
         skip_small: bool = False,
+        on_error: str = "raise",
     ) -> None:
         if int(scale) != scale or scale < 1:
             raise ValueError(f"scale must be a positive integer, got {scale!r}")
+        if on_error not in ON_ERROR:
+            raise ValueError(f"data.on_error must be one of {ON_ERROR}, got {on_error!r}")
         if int(patch_size) != patch_size or patch_size < 1 or patch_size % scale:
             raise ValueError(
                 f"patch_size ({patch_size}) must be a positive multiple of scale ({scale})"
@@ -266,6 +277,7 @@ class TrainPatchDataset(Dataset):
         if not items:
             raise ValueError("TrainPatchDataset needs at least one image")
         skipped: list[str] = []
+        unreadable: list[str] = []
         for item in items:
             if isinstance(item, InMemoryImage):
                 t = item.tensor
@@ -280,15 +292,28 @@ class TrainPatchDataset(Dataset):
                 self._pixels.append(raw)
                 continue
             path = Path(item)
-            size = probe_size(path)
+            try:
+                size = probe_size(path)
+            except ImageError as err:
+                if on_error == "raise":
+                    raise
+                unreadable.append(f"{path.name} ({err.reason})")
+                continue
             try:
                 check_min_size(size, self.patch_size, self.patch_size, path, what)
             except ImageError as err:
-                if not skip_small:
+                if not skip_small and on_error == "raise":
                     raise
                 skipped.append(err.reason.split(",")[0].replace("image is ", f"{path.name} "))
                 continue
-            raw = read_image_raw(path) if cache else None
+            try:  # decoded once now: with on_error=skip a file that fails later is found here
+                raw = read_image_raw(path) if cache or on_error == "skip" else None
+            except ImageError as err:
+                if on_error == "raise":
+                    raise
+                unreadable.append(f"{path.name} ({err.reason})")
+                continue
+            raw = raw if cache else None
             self._sources.append(
                 _Source(path.stem, path, bool(raw.is_gray) if raw else False, size)
             )
@@ -299,10 +324,19 @@ class TrainPatchDataset(Dataset):
                 f"{self.patch_size} (needed for {what}): {'; '.join(skipped)}",
                 stacklevel=2,
             )
+        if unreadable:
+            warnings.warn(
+                f"data.on_error=skip: skipped {len(unreadable)} of {len(items)} training image(s) "
+                f"that cannot be read: {'; '.join(unreadable)}",
+                stacklevel=2,
+            )
         if not self._sources:
+            if unreadable and not skipped:
+                raise ValueError(f"no training image left: all {len(items)} cannot be read "
+                                 f"({'; '.join(unreadable)})")
             raise ValueError(
                 f"every image is smaller than the {self.patch_size}x{self.patch_size} "
-                f"needed for {what}"
+                f"needed for {what}" + (f", or cannot be read ({'; '.join(unreadable)})" if unreadable else "")
             )
 
     @property
