@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from taid_car.evaluate import CONFIG_DIR, run_evaluation
-from taid_car.scoring.report import markdown_table, write_results
+from taid_car.scoring.report import markdown_table, read_json, write_results
 
 
 def _compose(overrides: list[str]):
@@ -32,7 +32,11 @@ def test_bicubic_on_embedded_sample_set(tmp_path):
         assert math.isinf(r.lr_psnr_y)  # identical LR
     assert results[0].psnr_y > results[1].psnr_y  # x2 is easier than x4
     paths = write_results(results, tmp_path)
-    rows = json.loads(paths["json"].read_text())
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    rows = json.loads(paths["json"].read_text(), parse_constant=refuse)  # strict JSON: no Infinity
+    assert rows[0]["lr_psnr_y"] == "inf" and math.isinf(read_json(paths["json"])[0]["lr_psnr_y"])
     assert rows[1]["per_image"][3]["name"] == "camera" and rows[1]["per_image"][3]["is_gray"]
     assert "| bicubic & bicubic | sample | x4 |" in markdown_table(results)
 

@@ -12,7 +12,6 @@ crops: effective support 1/Σk² in taps and mean offset length in LR pixels (cp
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -23,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cpu_study"))
 from ablations import value_at
 from diagnose import kernel_statistics, rescaler_from, t91_batch
 
-from taid_car.crops import tested_checkpoint
-from taid_car.runs import find_run_dirs, read_metrics_csv, read_overrides
+from taid_car.runs import find_run_dirs, read_metrics_csv, read_overrides, tested_checkpoint
+from taid_car.scoring.report import read_json
 
 SKIP = ("experiment=", "data_root=", "scheduler.T_max=", "test=", "hydra.")
 SHORT = {
@@ -67,7 +66,7 @@ def main() -> None:
         fidelity = value_at(series, "val/T91_holdout/lr_psnr_y", step)
         tests = {}
         if (run / "results.json").is_file():
-            tests = {r["set_name"]: r["psnr_y"] for r in json.loads((run / "results.json").read_text())}
+            tests = {r["set_name"]: r["psnr_y"] for r in read_json(run / "results.json")}
         taps = offset = math.nan
         try:
             rescaler, config = rescaler_from(tested_checkpoint(run))

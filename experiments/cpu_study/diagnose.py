@@ -28,12 +28,11 @@ from pathlib import Path
 
 import torch
 
-from taid_car.crops import tested_checkpoint
 from taid_car.data.io import list_images, modcrop, read_image
 from taid_car.models.quantize import quantize_8bit
 from taid_car.models.trained import load_trained_pair
 from taid_car.run import build_rescaler
-from taid_car.runs import find_run_dirs
+from taid_car.runs import find_run_dirs, tested_checkpoint
 from taid_car.scoring.metrics import psnr_y
 
 

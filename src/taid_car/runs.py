@@ -9,7 +9,6 @@ holds one per job. Used by ``compare``, ``crops``, the GPU check and the experim
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from taid_car.scoring.report import read_json
 
 SEARCH_DEPTH = 3
 
@@ -96,7 +97,7 @@ def load_run(path: Path, name: str) -> Run:
     summary_file = path / "run.json"
     if summary_file.is_file():
         try:
-            run.summary = json.loads(summary_file.read_text())
+            run.summary = read_json(summary_file)
         except (OSError, ValueError):
             run.summary = {}
     results_file = path / "results.json"
@@ -104,7 +105,7 @@ def load_run(path: Path, name: str) -> Run:
         run.problem = "no results.json (failed, interrupted, or run with test=false)"
         return run
     try:
-        results = json.loads(results_file.read_text())
+        results = read_json(results_file)
     except (OSError, ValueError) as err:
         run.problem = f"unreadable results.json: {err}"
         return run

@@ -5,6 +5,7 @@ Markdown to paste, CSV and JSON (with per-image scores) to compare; written thro
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,8 +53,42 @@ def write_results(
     paths = {"md": out / "results.md", "csv": out / "results.csv", "json": out / "results.json"}
     paths["md"].write_text(markdown_table(results))
     tables.write_csv(_rows(results), [c.key for c in COLUMNS], paths["csv"])
-    paths["json"].write_text(json.dumps([r.__dict__ for r in results], indent=2))
+    paths["json"].write_text(to_json([r.__dict__ for r in results]))
     if extra is not None:
         paths["run"] = out / "run.json"
-        paths["run"].write_text(json.dumps(extra, indent=2))
+        paths["run"].write_text(to_json(extra))
     return paths
+
+
+#: how non-finite numbers are written (JSON has no Infinity): e.g. Bicubic's LR fidelity is inf
+NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def to_json(obj) -> str:
+    """Strict JSON of ``obj`` (indented); infinite / NaN floats become the strings of :data:`NONFINITE`."""
+    return json.dumps(_encode(obj), indent=2, allow_nan=False)
+
+
+def read_json(path: str | Path):
+    """A file :func:`to_json` wrote, with the :data:`NONFINITE` strings read back as floats."""
+    return _decode(json.loads(Path(path).read_text()))
+
+
+def _encode(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: _encode(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_encode(v) for v in obj]
+    return obj
+
+
+def _decode(obj):
+    if isinstance(obj, str) and obj in NONFINITE:
+        return NONFINITE[obj]
+    if isinstance(obj, dict):
+        return {k: _decode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    return obj
