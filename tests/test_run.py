@@ -183,3 +183,34 @@ def test_slurm_launcher_config_composes(tmp_path):
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.tasks_per_node == launcher.gpus_per_node == 2
+
+
+def test_run_directories_are_unique_per_process(tmp_path):
+    """Two runs started in the same second get different directories (the id is per process)."""
+    import subprocess
+    import sys
+
+    from taid_car.config import run_id
+
+    assert run_id() == run_id()
+    code = "from taid_car.config import run_id; print(run_id())"
+    others = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True).stdout.strip() for _ in range(2)}
+    assert len(others) == 2 and run_id() not in others
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", return_hydra_config=True)
+    assert str(cfg.hydra.run.dir).endswith(f"_{run_id()}")
+
+
+def test_a_run_directory_holding_another_run_is_refused_unless_resuming(tmp_path):
+    from taid_car.run import refuse_foreign_run_dir
+
+    cfg = compose_run(["model=bicubic"], tmp_path)
+    refuse_foreign_run_dir(cfg)  # empty: fine
+    (tmp_path / "results.json").write_text("[]")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(FileExistsError, match=r"already holds a run \(results.json, checkpoints/last.ckpt\).*ckpt_path=last"):
+        refuse_foreign_run_dir(cfg)
+    refuse_foreign_run_dir(compose_run(["model=bicubic", "ckpt_path=last"], tmp_path))  # resuming it: fine

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import secrets
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -23,8 +25,22 @@ def sweep_group() -> str | None:
     return f"sweep-{Path(hydra_cfg.sweep.dir).name}"
 
 
+_RUN_ID: list[str] = []
+
+
+def run_id() -> str:
+    """A short id fixed for this process (PID and 2 random bytes, hex): two runs started in the
+    same second, on one host or on two sharing an output folder, get different run directories."""
+    if not _RUN_ID:
+        _RUN_ID.append(f"{os.getpid():x}{secrets.token_hex(2)}")
+    return _RUN_ID[0]
+
+
 def register_resolvers() -> None:
-    """``${lcm:a,b}``, ``${mul:a,b}`` for crop sizes, ``${sweep_group:}`` for W&B groups."""
+    """``${lcm:a,b}``, ``${mul:a,b}`` for crop sizes, ``${sweep_group:}`` for W&B groups,
+    ``${run_id:}`` for unique run directories."""
+    if not OmegaConf.has_resolver("run_id"):
+        OmegaConf.register_new_resolver("run_id", run_id)
     if not OmegaConf.has_resolver("sweep_group"):
         OmegaConf.register_new_resolver("sweep_group", sweep_group)
     if not OmegaConf.has_resolver("lcm"):

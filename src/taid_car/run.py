@@ -200,12 +200,26 @@ def pretrain_upscaler(cfg: DictConfig) -> Path:
     return ckpt
 
 
+def refuse_foreign_run_dir(cfg: DictConfig) -> None:
+    """A run directory that already holds a run's results or checkpoints is used only to resume
+    it (``ckpt_path`` set); otherwise a clear error, so nothing of that run is overwritten."""
+    out = Path(cfg.output_dir)
+    found = [p.name for p in (out / "results.json", out / "run.json") if p.is_file()]
+    found += [f"checkpoints/{p.name}" for p in sorted((out / "checkpoints").glob("*.ckpt"))]
+    if found and not cfg.get("ckpt_path"):
+        raise FileExistsError(
+            f"{out} already holds a run ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''}): "
+            f"resume it with ckpt_path=last, or give another hydra.run.dir"
+        )
+
+
 def train(cfg: DictConfig, multirun: bool = False) -> dict:
     """Fit and test the configured pair (after ``model.pretrain_steps`` of bicubic + the upscaler, if
     set); then, when ``baseline`` asks for it (single runs of a learned downscaler by default),
     bicubic + the same upscaler on the same schedule from the same start, and the difference
     per test set. Prints the results table; returns :func:`fit_and_test`'s dict
     plus ``baseline`` (its results, or None)."""
+    refuse_foreign_run_dir(cfg)
     if pretrain_steps(cfg) > 0:
         pretrain_upscaler(cfg)
     outcome = fit_and_test(cfg)
