@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from taid_car.config import CONFIG_DIR
 from taid_car.data.sources import open_test_sets
+from taid_car.errors import reported
 from taid_car.models.downscaler import crop_multiple
 from taid_car.models.trained import load_trained_pair, method_name
 from taid_car.scoring.benchmark import evaluate_set
@@ -87,7 +88,8 @@ def run_evaluation(cfg: DictConfig) -> list[SetResult]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the mean Y-PSNR over all rows (for sweeps)."""
-    results = run_evaluation(cfg)
+    with reported("taid_car.evaluate"):
+        results = run_evaluation(cfg)
     out_dir = HydraConfig.get().runtime.output_dir
     paths = write_results(results, out_dir)
     print_results(results, title=f"{results[0].method} (Y channel, border = scale)")

@@ -58,6 +58,7 @@ from taid_car.data.io import (
     read_image,
     save_image,
 )
+from taid_car.errors import UsageError
 from taid_car.models.trained import TrainedPair
 from taid_car.ops.imresize import bicubic_upscale
 from taid_car.scoring import tables
@@ -70,8 +71,6 @@ SSIM_WINDOW = 11  # SSIM needs this many pixels per side after the border crop
 RESULT_FILES = ("roundtrip.csv", "roundtrip.md")
 
 
-class UsageError(Exception):
-    """A problem with the command as given (checkpoint, input, outputs): exit status 2."""
 
 
 class FileFailure(Exception):

@@ -9,6 +9,7 @@ Returns ``cfg.optimized_metric`` (default ``val/psnr_y``) for sweepers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from taid_car.config import CONFIG_DIR
+from taid_car.errors import reported
 from taid_car.models.checkpoints import CheckpointError, read_checkpoint_file
 from taid_car.models.rescaler import Rescaler, count_parameters
 from taid_car.models.trained import init_upscaler_from, method_name
@@ -268,11 +270,13 @@ def main(cfg: DictConfig) -> float | None:
     In a multirun, a failing job is logged (traceback in its run.log and ``failed.txt``), its W&B
     run is closed as failed, and the sweep goes on; a single run re-raises the error.
     """
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        outcome = train(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
-    except Exception as err:
+        with reported("taid_car.run") if not multirun else contextlib.nullcontext():
+            outcome = train(cfg, multirun=multirun)
+    except BaseException as err:
         _close_wandb(exit_code=1)
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
+        if not multirun or not isinstance(err, Exception):
             raise
         log.exception("job failed; the sweep continues with the next job")
         Path(cfg.output_dir, "failed.txt").write_text(f"{type(err).__name__}: {err}\n")
