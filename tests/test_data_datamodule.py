@@ -65,3 +65,22 @@ def test_patch_size_and_modcrop_must_fit_the_downscaler():
         RescaleDataModule(scale=2, lr_patch_size=5).fit_downscaler(CARDownscaler(2, preset="small"))
     with pytest.raises(ValueError, match="data.modcrop=12 is not a multiple of 8"):
         RescaleDataModule(scale=4, lr_patch_size=16, modcrop=12).fit_downscaler(CARDownscaler(4, preset="small"))
+
+
+def test_data_folder_without_a_training_folder_is_refused(tmp_path):
+    """``train: ???`` would not override the inherited sample-set default: it is null, and refused."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+
+    from taid_car.config import CONFIG_DIR
+    from taid_car.errors import UsageError
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["data=folder", f"data_root={tmp_path}"])
+    assert cfg.data.train is None
+    with pytest.raises(Exception) as info:  # Hydra wraps what the constructor raised
+        instantiate(cfg.data)
+    err = info.value if isinstance(info.value, UsageError) else info.value.__cause__
+    assert isinstance(err, UsageError) and "data=folder needs data.train=" in str(err)

@@ -50,3 +50,26 @@ def test_evaluate_with_a_missing_dataset_folder_says_it_in_one_line(tmp_path):
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("taid_car.evaluate: error: ") and "Set5" in lines[-1]
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "abc", "1.5"])
+def test_a_bad_scale_is_named_in_one_line(tmp_path, value):
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    res = subprocess.run(
+        [sys.executable, "-m", "taid_car.run", f"scale={value}", "logger=none", f"hydra.run.dir={tmp_path}/r"],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert res.returncode == 2, res.stderr[-2000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("taid_car.run: error: scale=") and value in last and "integer >= 2" in last
+    assert "Traceback" not in res.stderr
+
+
+def test_rescale_output_that_is_a_file_is_a_usage_error(tmp_path, capsys):
+    from taid_car.rescale import main
+
+    existing = tmp_path / "out.txt"
+    existing.write_text("x")
+    code = main(["roundtrip", "--ckpt", str(tmp_path / "none.ckpt"), "--input", str(tmp_path),
+                 "--output", str(existing)])
+    assert code == 2 and "is a file: give a folder" in capsys.readouterr().err

@@ -16,7 +16,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from taid_car.config import CONFIG_DIR
+from taid_car.config import CONFIG_DIR, check_scale
 from taid_car.data.sources import open_test_sets
 from taid_car.errors import reported
 from taid_car.models.downscaler import crop_multiple
@@ -69,6 +69,8 @@ def _evaluate_checkpoint(cfg: DictConfig, device: torch.device) -> list[SetResul
 
 def run_evaluation(cfg: DictConfig) -> list[SetResult]:
     """Evaluate ``ckpt_path`` if given, else the configured fixed method at every ``scales``."""
+    for scale in cfg.scales:
+        check_scale(scale, "scales")
     device = resolve_device(cfg.device)
     if cfg.get("ckpt_path"):
         return _evaluate_checkpoint(cfg, device)

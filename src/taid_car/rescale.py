@@ -534,6 +534,12 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {"downscale": run_downscale, "upscale": run_upscale, "roundtrip": run_roundtrip}
 
 
+def check_output_folder(output: str | None) -> None:
+    """``--output`` names a folder (created if missing), never an existing file."""
+    if output and Path(output).exists() and not Path(output).is_dir():
+        raise UsageError(f"--output {output} is a file: give a folder (it is created if missing)")
+
+
 def configure_logging() -> None:
     """INFO messages of this module on stderr (once), as ``rescale: <message>``."""
     log.setLevel(logging.INFO)
@@ -549,6 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
     try:
+        check_output_folder(args.output)
         pair = load_pair(args.ckpt, _device(args.device))
         return COMMANDS[args.command](args, pair)
     except UsageError as err:

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from taid_car.config import CONFIG_DIR
+from taid_car.config import CONFIG_DIR, check_scale
 from taid_car.errors import reported
 from taid_car.models.checkpoints import CheckpointError, read_checkpoint_file
 from taid_car.models.rescaler import Rescaler, count_parameters
@@ -221,6 +221,7 @@ def train(cfg: DictConfig, multirun: bool = False) -> dict:
     bicubic + the same upscaler on the same schedule from the same start, and the difference
     per test set. Prints the results table; returns :func:`fit_and_test`'s dict
     plus ``baseline`` (its results, or None)."""
+    check_scale(cfg.get("scale"))
     refuse_foreign_run_dir(cfg)
     if pretrain_steps(cfg) > 0:
         pretrain_upscaler(cfg)

@@ -10,6 +10,8 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
+from taid_car.errors import UsageError
+
 from .datasets import BenchmarkDataset, TrainPatchDataset
 from .io import list_images
 from .sources import open_test_sets, resolve_set_specs, resolve_train_source
@@ -43,7 +45,7 @@ class RescaleDataModule(L.LightningDataModule):
     def __init__(
         self,
         scale: int,
-        train: str = "builtin:train",
+        train: str | None = "builtin:train",
         val_sets: Mapping[str, str] | Sequence[str] | None = None,
         test_sets: Mapping[str, str] | Sequence[str] | None = None,
         lr_patch_size: int = 48,
@@ -62,6 +64,8 @@ class RescaleDataModule(L.LightningDataModule):
         super().__init__()
         patch_size = int(lr_patch_size) * int(scale)
         self.lr_patch_size = int(lr_patch_size)
+        if train is None:
+            raise UsageError("data.train is not set: data=folder needs data.train=/path/to/training/images")
         self.scale, self.train_spec = int(scale), str(train)
         self.root = root
         self.val_specs = resolve_set_specs(val_sets, root, "data.val_sets")
