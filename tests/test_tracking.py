@@ -152,3 +152,26 @@ def test_ddp_on_cpu_two_processes_one_output_directory(tmp_path):
     single = run_evaluation(eval_cfg)[0]
     assert result["psnr_y"] == pytest.approx(single.psnr_y, abs=1e-4)  # reduced across ranks
     assert result["ssim_y"] == pytest.approx(single.ssim_y, abs=1e-5)
+
+
+def test_the_main_job_output_is_the_suites_own(tmp_path):
+    """No W&B image-size warning (panels of one size per key), no litlogger tip, no W&B
+    deprecation warning, no pytree deprecation warning: only the suite's table and lines."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    env.pop("WANDB_SILENT", None)
+    res = subprocess.run(
+        [sys.executable, "-m", "taid_car.run", "model=bicubic", "scale=2", "trainer.max_steps=2",
+         "trainer.val_check_interval=2", "baseline=false", "callbacks.panels.every_n_steps=1",
+         "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}/run"],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    for noise in ("Images sizes do not match", "litlogger", "LeafSpec", "anonymous setting",
+                  "GPU available", "Test metric"):
+        assert noise not in out, noise
+    assert "bicubic & edsr_tiny" in out and "W&B run" in out

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -175,7 +177,7 @@ def fit_and_test(cfg: DictConfig) -> dict:
     results, summary = [], None
     if cfg.get("test") and datamodule.test_set_names:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)  # our table
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         results = model.test_results
         log_results_table(trainer, results)
@@ -261,7 +263,22 @@ def _close_wandb(exit_code: int) -> None:
     import wandb
 
     if wandb.run is not None:
+        run_dir = Path(wandb.run.dir).parent
         wandb.finish(exit_code=exit_code)
+        mode = "offline: `wandb sync " + str(run_dir) + "` uploads it" if run_dir.name.startswith("offline") else "synced"
+        log.info("W&B run %s (%s)", run_dir, mode)
+
+
+def quiet_third_party_output() -> None:
+    """The main job's output is the suite's own: Lightning's info lines (accelerator, litlogger
+    tip, checkpoint restores), W&B's banners (``WANDB_SILENT``; the run's folder is said once at
+    the end) and a deprecation warning Lightning triggers in torch's pytree are silenced.
+    Warnings and errors still show."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
@@ -272,6 +289,7 @@ def main(cfg: DictConfig) -> float | None:
     run is closed as failed, and the sweep goes on; a single run re-raises the error.
     """
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    quiet_third_party_output()
     try:
         with reported("taid_car.run") if not multirun else contextlib.nullcontext():
             outcome = train(cfg, multirun=multirun)

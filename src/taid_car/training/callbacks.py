@@ -85,8 +85,9 @@ class ImagePanels(L.Callback):
                            overwrite=True)
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):
-                    logger.log_image(key=f"panels/{name}", images=[*row, lr[0]],
-                                     caption=[*PANEL_CAPTIONS, "LR (own size)"], step=step)
+                    # one list per image size: W&B warns about (and misdraws) mixed sizes
+                    logger.log_image(key=f"panels/{name}", images=row, caption=list(PANEL_CAPTIONS), step=step)
+                    logger.log_image(key=f"panels/{name}_lr", images=[lr[0]], caption=["LR (own size)"], step=step)
 
 
 class StepTimer(L.Callback):
