@@ -259,3 +259,23 @@ def test_clear_errors_for_checkpoint_and_input(bicubic_ckpt, images, tmp_path, c
                 "0",
             ]
         )
+
+
+def test_upscale_refuses_lr_files_made_at_another_scale(tmp_path, images, caplog):
+    """``downscale`` tags its LR files with the scale; ``upscale`` with a checkpoint of another
+    scale refuses them (it used to write half-size SR files with rc 0)."""
+    from taid_car.data.io import png_text
+
+    def bicubic(scale: int) -> Path:
+        cfg = compose_run(["model=bicubic", "upscaler=bicubic", f"scale={scale}"], tmp_path / f"x{scale}")
+        path = tmp_path / f"bicubic_x{scale}.ckpt"
+        torch.save({"taid_car_config": OmegaConf.to_container(cfg, resolve=True), "state_dict": {}}, path)
+        return path
+
+    lr_dir = tmp_path / "lr4"
+    assert cli("downscale", bicubic(4), images, lr_dir) == 0
+    assert png_text(lr_dir / "a.png")["taid_car:scale"] == "4"
+    assert cli("upscale", bicubic(2), lr_dir, tmp_path / "sr") == 2
+    assert "a.png (x4, bicubic & bicubic)" in caplog.text and "upscales x2" in caplog.text
+    assert not (tmp_path / "sr").exists()
+    assert cli("upscale", bicubic(4), lr_dir, tmp_path / "sr4") == 0

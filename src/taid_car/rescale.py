@@ -54,6 +54,7 @@ from taid_car.data.io import (
     check_min_size,
     list_images,
     modcrop,
+    png_text,
     probe_size,
     read_image,
     save_image,
@@ -320,10 +321,31 @@ def run_downscale(args: argparse.Namespace, pair: TrainedPair) -> int:
     def work(path: Path) -> None:
         hr, is_gray = load_hr(path, pair, pair.crop, what)
         lr = downscale(pair, hr)
-        save_image(as_file_image(lr, is_gray), targets[path], overwrite=args.overwrite)
+        save_image(as_file_image(lr, is_gray), targets[path], overwrite=args.overwrite,
+                   text={LR_SCALE_KEY: str(pair.scale), LR_METHOD_KEY: pair.method})
 
     process_files(files, work, args.on_error, outcome, f"downscale x{pair.scale}", args.progress)
     return summarize(outcome, f"downscaled ({pair.method}, x{pair.scale}) into {args.output}:")
+
+
+#: PNG text keys ``downscale`` writes into LR files and ``upscale`` checks
+LR_SCALE_KEY, LR_METHOD_KEY = "taid_car:scale", "taid_car:method"
+
+
+def refuse_other_scale(files: Sequence[Path], pair: TrainedPair) -> None:
+    """LR files ``downscale`` made at another scale than the pair's: a usage error naming them
+    (files without the tag, e.g. made elsewhere, are upscaled as given)."""
+    other = []
+    for path in files:
+        tag = png_text(path)
+        if tag.get(LR_SCALE_KEY) and tag[LR_SCALE_KEY] != str(pair.scale):
+            other.append(f"{path.name} (x{tag[LR_SCALE_KEY]}, {tag.get(LR_METHOD_KEY, '?')})")
+    if other:
+        shown = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
+        raise UsageError(
+            f"{shown} were downscaled at another scale; this checkpoint ({pair.method}) upscales "
+            f"x{pair.scale}: use the checkpoint of that scale"
+        )
 
 
 def run_upscale(args: argparse.Namespace, pair: TrainedPair) -> int:
@@ -331,6 +353,7 @@ def run_upscale(args: argparse.Namespace, pair: TrainedPair) -> int:
     files = collect_inputs(args.input)
     targets = target_paths(files, Path(args.output))
     refuse_existing(list(targets.values()), args.overwrite)
+    refuse_other_scale(files, pair)
     outcome = Outcome()
     files = preflight(files, min_size_check(1, "upscaling"), args.on_error, outcome)
 

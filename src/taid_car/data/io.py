@@ -298,8 +298,20 @@ def _decode_int32(im: Image.Image, path: Path) -> RawImage:
 # --------------------------------------------------------------------------- writing
 
 
-def save_image(tensor: torch.Tensor, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write a [0, 1] image to an 8-bit PNG; returns the path.
+def png_text(path: str | Path) -> dict[str, str]:
+    """The text chunks of a PNG file ({} for other formats or on any read problem)."""
+    try:
+        with Image.open(path) as img:
+            return dict(getattr(img, "text", {}) or {})
+    except (OSError, ValueError):
+        return {}
+
+
+def save_image(
+    tensor: torch.Tensor, path: str | Path, *, overwrite: bool = False, text: dict[str, str] | None = None
+) -> Path:
+    """Write a [0, 1] image to an 8-bit PNG; returns the path. ``text``: PNG text chunks
+    (e.g. the scale an LR file was made at, read back by :func:`png_text`).
 
     ``tensor``: (3, H, W) RGB or (1, H, W) / (H, W) gray, any float dtype/device; values are
     clamped to [0, 1] and rounded half up to 0..255 (as MATLAB ``im2uint8``). Parent folders are
@@ -324,8 +336,15 @@ def save_image(tensor: torch.Tensor, path: str | Path, *, overwrite: bool = Fals
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        info = None
+        if text:
+            from PIL.PngImagePlugin import PngInfo
+
+            info = PngInfo()
+            for key, value in text.items():
+                info.add_text(key, str(value))
         with open(path, "wb" if overwrite else "xb") as f:
-            img.save(f, format="PNG")
+            img.save(f, format="PNG", pnginfo=info)
     except FileExistsError:
         raise FileExistsError(
             f"{path}: already exists; pass overwrite=True to replace it"
