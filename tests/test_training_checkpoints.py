@@ -146,3 +146,24 @@ def test_resuming_another_configuration_names_both(tmp_path):
                                               tmp_path / "c"), resolve=True)
     assert "model.downscaler.preset='paper' (checkpoint: 'small')" in config_mismatch(theirs, ours)
     assert config_mismatch(theirs, theirs) is None
+
+
+def test_a_run_interrupted_before_its_first_validation_can_resume(tmp_path):
+    """Ctrl-C at step 2 of 8 (validations at 4 and 8): the interrupted state is saved and ``ckpt_path=last``
+    continues from step 2 to the end."""
+    run_dir = tmp_path / "run"
+    overrides = ["model=bicubic", "scale=2", "trainer.max_steps=8", "trainer.val_check_interval=4",
+                 "logger=none", "test=false", "baseline=false", "callbacks.panels=null",
+                 "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "INTERRUPT_AT_STEP": "2", "PYTHONPATH": str(HERE)}
+    stopped = subprocess.run([sys.executable, str(HERE / "_interrupt_run.py"), *overrides], env=env,
+                             capture_output=True, text=True, timeout=300, check=False)
+    saved = run_dir / "checkpoints" / "interrupted.ckpt"
+    assert saved.is_file(), stopped.stderr[-3000:]
+    assert torch.load(saved, map_location="cpu", weights_only=False)["global_step"] == 2
+    resumed = subprocess.run([sys.executable, "-m", "taid_car.run", *overrides, "ckpt_path=last"],
+                             env={**os.environ, "PYTHONPATH": ""}, capture_output=True, text=True,
+                             timeout=300, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 8

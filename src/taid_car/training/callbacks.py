@@ -145,3 +145,20 @@ class StepTimer(L.Callback):
         if trainer.is_global_zero and self.output_dir is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / self.FILENAME).write_text(json.dumps(record, indent=1))
+
+
+class SaveOnException(L.Callback):
+    """On Ctrl-C or an error during training, save the state to ``<dirpath>/<filename>.ckpt`` (a
+    resume point even before the first validation; ``ckpt_path=last`` picks it up).
+
+    Lightning's own ``OnExceptionCheckpoint`` also turns every ``fit(ckpt_path=None)`` into
+    ``ckpt_path="last"`` (a silent auto-resume, with warnings on each fresh run); resuming here is
+    explicit, so this callback only saves.
+    """
+
+    def __init__(self, dirpath: str | Path, filename: str = "interrupted") -> None:
+        self.path = Path(dirpath) / f"{filename}.ckpt"
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if trainer.state.fn == "fit" and trainer.global_step > 0:
+            trainer.save_checkpoint(self.path)
