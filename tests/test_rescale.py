@@ -279,3 +279,12 @@ def test_upscale_refuses_lr_files_made_at_another_scale(tmp_path, images, caplog
     assert "a.png (x4, bicubic & bicubic)" in caplog.text and "upscales x2" in caplog.text
     assert not (tmp_path / "sr").exists()
     assert cli("upscale", bicubic(4), lr_dir, tmp_path / "sr4") == 0
+
+
+def test_images_above_max_pixels_are_refused_with_the_reason(bicubic_ckpt, images, tmp_path, caplog):
+    """A huge image is not fed whole to the model: refused before anything runs, with its size."""
+    code = cli("downscale", bicubic_ckpt, images, tmp_path / "lr", "--max-pixels", "1000", "--on-error", "fail")
+    assert code == 1
+    assert "a.png" in caplog.text and "above --max-pixels" in caplog.text and "crop or tile it" in caplog.text
+    assert cli("downscale", bicubic_ckpt, images, tmp_path / "lr2", "--max-pixels", "1000") == 1  # all skipped
+    assert cli("downscale", bicubic_ckpt, images, tmp_path / "lr3") == 0  # the default admits them

@@ -206,11 +206,22 @@ class Outcome:
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def min_size_check(min_side: int, what: str) -> Callable[[Path], None]:
-    """A preflight check: raises :class:`ImageError` unless the file's header says H, W >= min_side."""
+def min_size_check(min_side: int, what: str, max_pixels: int | None = None, factor: int = 1) -> Callable[[Path], None]:
+    """A preflight check from the file's header: raises :class:`ImageError` unless H, W >= min_side
+    and, with ``max_pixels``, the largest image the pair handles (H·W·``factor``: the HR, or the SR
+    of an LR file) is at most that many pixels (the whole image goes through the model at once)."""
 
     def check(path: Path) -> None:
-        check_min_size(probe_size(path), min_side, min_side, path, what)
+        size = probe_size(path)
+        check_min_size(size, min_side, min_side, path, what)
+        pixels = size[0] * size[1] * factor
+        if max_pixels is not None and pixels > max_pixels:
+            raise ImageError(
+                path,
+                f"{size[0]}x{size[1]} gives a {pixels / 1e6:.1f} MP image to process whole, above "
+                f"--max-pixels {max_pixels / 1e6:.1f} MP (the model's activations for the whole image "
+                "are held at once): crop or tile it, or raise --max-pixels",
+            )
 
     return check
 
@@ -316,7 +327,7 @@ def run_downscale(args: argparse.Namespace, pair: TrainedPair) -> int:
     refuse_existing(list(targets.values()), args.overwrite)
     what = f"x{pair.scale} downscaling (crop multiple {pair.crop})"
     outcome = Outcome()
-    files = preflight(files, min_size_check(pair.crop, what), args.on_error, outcome)
+    files = preflight(files, min_size_check(pair.crop, what, args.max_pixels), args.on_error, outcome)
 
     def work(path: Path) -> None:
         hr, is_gray = load_hr(path, pair, pair.crop, what)
@@ -327,6 +338,9 @@ def run_downscale(args: argparse.Namespace, pair: TrainedPair) -> int:
     process_files(files, work, args.on_error, outcome, f"downscale x{pair.scale}", args.progress)
     return summarize(outcome, f"downscaled ({pair.method}, x{pair.scale}) into {args.output}:")
 
+
+#: default --max-pixels: a 4096x4096 HR (a 10000x10000 PNG would ask the model for ~6 GB at once)
+MAX_PIXELS = 4096 * 4096
 
 #: PNG text keys ``downscale`` writes into LR files and ``upscale`` checks
 LR_SCALE_KEY, LR_METHOD_KEY = "taid_car:scale", "taid_car:method"
@@ -355,7 +369,7 @@ def run_upscale(args: argparse.Namespace, pair: TrainedPair) -> int:
     refuse_existing(list(targets.values()), args.overwrite)
     refuse_other_scale(files, pair)
     outcome = Outcome()
-    files = preflight(files, min_size_check(1, "upscaling"), args.on_error, outcome)
+    files = preflight(files, min_size_check(1, "upscaling", args.max_pixels, pair.scale**2), args.on_error, outcome)
 
     def work(path: Path) -> None:
         image = read_image(path)
@@ -463,7 +477,7 @@ def run_roundtrip(args: argparse.Namespace, pair: TrainedPair) -> int:
     min_side = -(-(SSIM_WINDOW + 2 * pair.scale) // pair.crop) * pair.crop
     what = f"x{pair.scale} round trip scoring (crop multiple {pair.crop}, SSIM border {pair.scale})"
     outcome = Outcome()
-    files = preflight(files, min_size_check(min_side, what), args.on_error, outcome)
+    files = preflight(files, min_size_check(min_side, what, args.max_pixels), args.on_error, outcome)
     rows: list[dict] = []
 
     def work(path: Path) -> None:
@@ -525,6 +539,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--no-progress", dest="progress", action="store_false", help="no progress bars"
+    )
+    common.add_argument(
+        "--max-pixels", type=int, default=MAX_PIXELS,
+        help=f"refuse images whose HR (or SR) has more pixels than this (default {MAX_PIXELS}: 4096x4096); "
+        "each image is processed whole",
     )
 
     parser = argparse.ArgumentParser(
