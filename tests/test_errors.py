@@ -73,3 +73,13 @@ def test_rescale_output_that_is_a_file_is_a_usage_error(tmp_path, capsys):
     code = main(["roundtrip", "--ckpt", str(tmp_path / "none.ckpt"), "--input", str(tmp_path),
                  "--output", str(existing)])
     assert code == 2 and "is a file: give a folder" in capsys.readouterr().err
+
+
+def test_a_scale_the_model_does_not_support_is_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    res = subprocess.run(
+        [sys.executable, "-m", "taid_car.run", "model=car", "scale=5", "logger=none", f"hydra.run.dir={tmp_path}/r"],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert "taid_car.run: error: CAR kernel net does not support scale 5" in res.stderr

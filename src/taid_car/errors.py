@@ -53,3 +53,8 @@ def reported(prog: str):
             raise
         print(f"{prog}: error: {one_line(found)}", file=sys.stderr)
         raise SystemExit(USAGE_EXIT) from None
+
+
+class ConfigError(UsageError, ValueError):
+    """A config value a model cannot take (a scale it does not support, an unknown preset or
+    option): a ValueError for callers, reported as a user error by the CLIs."""

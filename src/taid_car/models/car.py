@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from taid_car.errors import ConfigError
 from taid_car.models.downscaler import Downscaler
 from taid_car.models.edsr import MeanShift
 from taid_car.models.kernel_prior import KERNEL_PRIORS, SIGNED_PRIORS, prior_kernel_2d
@@ -61,12 +62,12 @@ CAR_SCALES = (2, 3, 4, 6, 8, 12)
 def car_geometry(scale: int) -> tuple[tuple[int, int, int], int]:
     """(pixel-unshuffle factors of ``ds_2``, ``ds_4``, ``ds_8``), trunk upsampling r = D/s."""
     if isinstance(scale, bool) or not isinstance(scale, int):
-        raise ValueError(f"CAR scale must be an int in {CAR_SCALES}, got {scale!r}")  # noqa: TRY004
+        raise ConfigError(f"CAR scale must be an int in {CAR_SCALES}, got {scale!r}")
     if scale in (2, 4, 8):
         return (2, 2, 2), 8 // scale
     if scale in (3, 6, 12):
         return (2, 3, 2), 12 // scale
-    raise ValueError(
+    raise ConfigError(
         f"CAR kernel net does not support scale {scale}: supported scales are {CAR_SCALES} "
         "(the authors' net needs s | 8; 3, 6, 12 use a ×3 middle stage)"
     )
@@ -186,12 +187,12 @@ class KernelGenerationNet(nn.Module):
     ) -> None:
         super().__init__()
         if kernel_prior is not None and kernel_prior not in KERNEL_PRIORS:
-            raise ValueError(f"kernel_prior must be null or one of {KERNEL_PRIORS}, got {kernel_prior!r}")
+            raise ConfigError(f"kernel_prior must be null or one of {KERNEL_PRIORS}, got {kernel_prior!r}")
         if kernel_prior in SIGNED_PRIORS and kernel_norm != "signed":
-            raise ValueError(f"kernel_prior={kernel_prior} has negative taps: it needs kernel_norm=signed, "
+            raise ConfigError(f"kernel_prior={kernel_prior} has negative taps: it needs kernel_norm=signed, "
                              f"not {kernel_norm!r}")
         if kernel_norm not in KERNEL_NORMS:
-            raise ValueError(f"kernel_norm must be one of {KERNEL_NORMS}, got {kernel_norm!r}")
+            raise ConfigError(f"kernel_norm must be one of {KERNEL_NORMS}, got {kernel_norm!r}")
         self.kernel_norm = kernel_norm
         (f1, f2, f3), up = car_geometry(scale)
         self.scale = scale
@@ -326,10 +327,10 @@ class CARDownscaler(Downscaler):
     ) -> None:
         super().__init__(scale)
         if preset not in CAR_PRESETS:
-            raise ValueError(f"unknown CAR preset {preset!r}; choose one of {sorted(CAR_PRESETS)}")
+            raise ConfigError(f"unknown CAR preset {preset!r}; choose one of {sorted(CAR_PRESETS)}")
         unknown = set(widths) - set(CAR_PRESETS[preset])
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown CAR width argument(s) {sorted(unknown)}; allowed: {sorted(CAR_PRESETS[preset])}"
             )
         self.backend = backend

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from taid_car.errors import ConfigError
+
 #: DIV2K RGB mean on [0,1] (the value EDSR and CAR use).
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -85,12 +87,12 @@ class ResBlock(nn.Module):
 def upsample_factors(scale: int) -> list[int]:
     """Pixel-shuffle stages of EDSR's upsampler: ×2^n as n ×2 stages, ×3 as one stage."""
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 2:
-        raise ValueError(f"EDSR scale must be an int in {EDSR_SCALES}, got {scale!r}")
+        raise ConfigError(f"EDSR scale must be an int in {EDSR_SCALES}, got {scale!r}")
     if scale & (scale - 1) == 0:
         return [2] * int(math.log2(scale))
     if scale == 3:
         return [3]
-    raise ValueError(
+    raise ConfigError(
         f"EDSR supports scales that are powers of 2 or 3 (e.g. {EDSR_SCALES}), got {scale}"
     )
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from taid_car.errors import ConfigError
 from taid_car.models.downscaler import Downscaler
 from taid_car.models.edsr import EDSR, MeanShift, ResBlock, conv3x3, upsample_factors
 from taid_car.models.regularizers import taid_guidance_loss
@@ -46,16 +47,16 @@ def _levels(scale: int, recursive: bool) -> tuple[int, int]:
     if not recursive:
         return scale, 1
     if scale & (scale - 1):
-        raise ValueError(f"TAID recursive mode needs a power-of-2 scale, got {scale}")
+        raise ConfigError(f"TAID recursive mode needs a power-of-2 scale, got {scale}")
     return 2, scale.bit_length() - 1
 
 
 def _resolve(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
     if preset not in TAID_PRESETS:
-        raise ValueError(f"unknown TAID preset {preset!r}; choose one of {sorted(TAID_PRESETS)}")
+        raise ConfigError(f"unknown TAID preset {preset!r}; choose one of {sorted(TAID_PRESETS)}")
     unknown = set(overrides) - set(TAID_PRESETS[preset])
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"unknown TAID argument(s) {sorted(unknown)}; allowed: {sorted(TAID_PRESETS[preset])}"
         )
     return {**TAID_PRESETS[preset], **overrides}
@@ -74,7 +75,7 @@ class TAIDEncoder(nn.Module):
     ) -> None:
         super().__init__()
         if skip not in SKIPS:
-            raise ValueError(f"TAID skip must be one of {SKIPS}, got {skip!r}")
+            raise ConfigError(f"TAID skip must be one of {SKIPS}, got {skip!r}")
         self.scale = scale
         self.skip = skip
         self.sub_mean = MeanShift(1.0, sign=-1)
