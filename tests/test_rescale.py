@@ -288,3 +288,11 @@ def test_images_above_max_pixels_are_refused_with_the_reason(bicubic_ckpt, image
     assert "a.png" in caplog.text and "above --max-pixels" in caplog.text and "crop or tile it" in caplog.text
     assert cli("downscale", bicubic_ckpt, images, tmp_path / "lr2", "--max-pixels", "1000") == 1  # all skipped
     assert cli("downscale", bicubic_ckpt, images, tmp_path / "lr3") == 0  # the default admits them
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from taid_car.errors import UsageError
+
+    assert main(["roundtrip", "--ckpt", str(tmp_path / "missing.ckpt"), "--input", str(tmp_path)]) == 2
+    with pytest.raises(UsageError, match="does not exist"):
+        main(["roundtrip", "--ckpt", str(tmp_path / "missing.ckpt"), "--input", str(tmp_path), "--debug"])

@@ -540,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--no-progress", dest="progress", action="store_false", help="no progress bars"
     )
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error")
     common.add_argument(
         "--max-pixels", type=int, default=MAX_PIXELS,
         help=f"refuse images whose HR (or SR) has more pixels than this (default {MAX_PIXELS}: 4096x4096); "
@@ -601,9 +602,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         pair = load_pair(args.ckpt, _device(args.device))
         return COMMANDS[args.command](args, pair)
     except UsageError as err:
+        if args.debug:
+            raise
         log.error("error: %s", err)
         return 2
     except FileFailure as err:
+        if args.debug:
+            raise
         log.error("error: %s", err)
         return 1
 
