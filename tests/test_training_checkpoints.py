@@ -64,22 +64,29 @@ def test_latest_checkpoint_skips_unreadable_ones_and_says_so(tmp_path, caplog):
         latest_checkpoint(tmp_path)
 
 
+def _short_run(run_dir: Path, steps: int, val_every: int) -> list[str]:
+    """Overrides of a quick bicubic x2 training run into ``run_dir`` (no logger, test or baseline)."""
+    return ["model=bicubic", "scale=2", f"trainer.max_steps={steps}", f"trainer.val_check_interval={val_every}",
+            "logger=none", "test=false", "baseline=false", "callbacks.panels=null",
+            "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
+
+
+def _run(script: list[str], overrides: list[str], **env: str) -> subprocess.CompletedProcess:
+    """``python <script> <overrides>`` (a helper script beside the tests, or ``-m taid_car.run``)."""
+    return subprocess.run([sys.executable, *script, *overrides], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
 def test_a_run_killed_while_saving_resumes_with_ckpt_path_last(tmp_path):
     """A real run SIGKILLed in the middle of its third checkpoint write (step 4's ``last.ckpt``
     after step 2's best and last): ``last.ckpt`` still loads, and ``ckpt_path=last`` finishes it."""
     run_dir = tmp_path / "run"
-    overrides = ["model=bicubic", "scale=2", "trainer.max_steps=4", "trainer.val_check_interval=2",
-                 "logger=none", "test=false", "baseline=false", "callbacks.panels=null",
-                 "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
-    env = {**os.environ, "KILL_AT_SAVE": "3", "PYTHONPATH": str(HERE)}
-    killed = subprocess.run([sys.executable, str(HERE / "_kill_during_save.py"), *overrides], env=env,
-                            capture_output=True, text=True, timeout=300, check=False)
+    overrides = _short_run(run_dir, steps=4, val_every=2)
+    killed = _run([str(HERE / "_kill_during_save.py")], overrides, KILL_AT_SAVE="3", PYTHONPATH=str(HERE))
     assert killed.returncode == -9, killed.stderr[-2000:]
     last = run_dir / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 2
-    resumed = subprocess.run([sys.executable, "-m", "taid_car.run", *overrides, "ckpt_path=last"],
-                             env={**os.environ, "PYTHONPATH": ""}, capture_output=True, text=True,
-                             timeout=300, check=False)
+    resumed = _run(["-m", "taid_car.run"], [*overrides, "ckpt_path=last"], PYTHONPATH="")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stderr + resumed.stdout
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 4
@@ -152,18 +159,12 @@ def test_a_run_interrupted_before_its_first_validation_can_resume(tmp_path):
     """Ctrl-C at step 2 of 8 (validations at 4 and 8): the interrupted state is saved and ``ckpt_path=last``
     continues from step 2 to the end."""
     run_dir = tmp_path / "run"
-    overrides = ["model=bicubic", "scale=2", "trainer.max_steps=8", "trainer.val_check_interval=4",
-                 "logger=none", "test=false", "baseline=false", "callbacks.panels=null",
-                 "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
-    env = {**os.environ, "INTERRUPT_AT_STEP": "2", "PYTHONPATH": str(HERE)}
-    stopped = subprocess.run([sys.executable, str(HERE / "_interrupt_run.py"), *overrides], env=env,
-                             capture_output=True, text=True, timeout=300, check=False)
+    overrides = _short_run(run_dir, steps=8, val_every=4)
+    stopped = _run([str(HERE / "_interrupt_run.py")], overrides, INTERRUPT_AT_STEP="2", PYTHONPATH=str(HERE))
     saved = run_dir / "checkpoints" / "interrupted.ckpt"
     assert saved.is_file(), stopped.stderr[-3000:]
     assert torch.load(saved, map_location="cpu", weights_only=False)["global_step"] == 2
-    resumed = subprocess.run([sys.executable, "-m", "taid_car.run", *overrides, "ckpt_path=last"],
-                             env={**os.environ, "PYTHONPATH": ""}, capture_output=True, text=True,
-                             timeout=300, check=False)
+    resumed = _run(["-m", "taid_car.run"], [*overrides, "ckpt_path=last"], PYTHONPATH="")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["global_step"] == 8
