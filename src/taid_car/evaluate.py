@@ -3,6 +3,11 @@
     python -m taid_car.evaluate                                  # bicubic & bicubic, sample data
     python -m taid_car.evaluate data=benchmark data_root=../shared/data 'scales=[2,4]'
     python -m taid_car.evaluate ckpt_path=outputs/car_x4/<run>/checkpoints/last.ckpt data=benchmark
+    python -m taid_car.evaluate ckpt_path=<x2 run>/checkpoints/last.ckpt 'levels=[1,2,3,4,5,6,7]'   # x2 ... x128
+
+``levels=[n, ...]`` applies a trained ×s pair n times for ×sⁿ (:mod:`taid_car.models.recursive`);
+images too small for a factor are left out, listed in a warning (``skip_small``), and the table's
+Images column says how many were scored.
 
 Results (results.md / .csv / .json with per-image scores) go to the Hydra run directory.
 """
@@ -18,9 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from taid_car.config import CONFIG_DIR, check_scale
 from taid_car.data.sources import open_test_sets
-from taid_car.errors import reported
+from taid_car.errors import ConfigError, UsageError, reported
 from taid_car.models.downscaler import crop_multiple
-from taid_car.models.trained import load_trained_pair, method_name
+from taid_car.models.trained import load_pair, method_name
 from taid_car.scoring.benchmark import evaluate_set
 from taid_car.scoring.report import print_results, write_results
 from taid_car.scoring.results import SetResult
@@ -44,27 +49,45 @@ def _at_scale(cfg: DictConfig, scale: int) -> DictConfig:
     return copy
 
 
-def _sets_for(scaled: DictConfig, downscaler) -> dict:
-    """The configured test sets, HR cropped to what ``downscaler`` needs (or ``data.modcrop``)."""
+def _sets_for(scaled: DictConfig, downscaler, skip_small: bool = False) -> dict:
+    """The configured test sets, HR cropped to what ``downscaler`` needs (or ``data.modcrop``);
+    with ``skip_small``, images (and sets) too small for the factor left out with a warning."""
     data = OmegaConf.to_container(scaled.data, resolve=True)
     data["modcrop"] = crop_multiple(downscaler, data.get("modcrop"))
-    return open_test_sets(data, int(scaled.scale))
+    sets = open_test_sets(data, int(scaled.scale), skip_small=skip_small)
+    if not sets:
+        log.warning("x%d: no test image is large enough; nothing scored at this factor", scaled.scale)
+    return sets
+
+
+def checkpoint_levels(cfg: DictConfig) -> list[int]:
+    """``levels`` as positive ints ([1], the checkpoint's own scale, when not set)."""
+    levels = list(cfg.get("levels") or [1])
+    if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in levels):
+        raise ConfigError(f"levels={levels}: each level is a positive integer (n applications of the pair)")
+    return levels
 
 
 def _evaluate_checkpoint(cfg: DictConfig, device: torch.device) -> list[SetResult]:
-    """Evaluate a trained pair at its own scale; HR crop multiple from its downscaler."""
-    downscaler, upscaler, run_cfg = load_trained_pair(cfg.ckpt_path)
-    if list(cfg.scales) != [run_cfg["scale"]]:
-        log.warning("%s was trained at x%d: evaluating at x%d (scales=%s applies to fixed methods only)",
-                    cfg.ckpt_path, run_cfg["scale"], run_cfg["scale"], list(cfg.scales))
-    scaled = _at_scale(cfg, run_cfg["scale"])
-    scaled.model = run_cfg["model"]
-    scaled.upscaler = run_cfg["upscaler"]
-    return [
-        evaluate_set(downscaler, upscaler, dataset, scaled.scale, set_name,
-                     method_name(scaled), device, progress=cfg.progress)
-        for set_name, dataset in _sets_for(scaled, downscaler).items()
-    ]
+    """Evaluate a trained pair at its own scale, or at scale**n for each n of ``levels``; HR crop
+    multiple from its (recursive) downscaler."""
+    pair = load_pair(cfg.ckpt_path)
+    run_cfg, unit = pair.config, pair.scale
+    levels = checkpoint_levels(cfg)
+    if list(cfg.scales) != [cfg.scale] or cfg.scale != unit and not cfg.get("levels"):
+        log.warning("%s was trained at x%d: evaluating at %s (scales/scale apply to fixed methods; "
+                    "levels=[n, ...] applies the pair n times)", cfg.ckpt_path, unit,
+                    ", ".join(f"x{unit ** n}" for n in levels))
+    results = []
+    for n in levels:
+        scaled_pair = pair.at_scale(unit**n)
+        scaled = _at_scale(cfg, scaled_pair.scale)
+        scaled.model = run_cfg["model"]
+        scaled.upscaler = run_cfg["upscaler"]
+        for set_name, dataset in _sets_for(scaled, scaled_pair.downscaler, cfg.get("skip_small", False)).items():
+            results.append(evaluate_set(scaled_pair.downscaler, scaled_pair.upscaler, dataset, scaled_pair.scale,
+                                        set_name, scaled_pair.method, device, progress=cfg.progress))
+    return results
 
 
 def run_evaluation(cfg: DictConfig) -> list[SetResult]:
@@ -79,7 +102,7 @@ def run_evaluation(cfg: DictConfig) -> list[SetResult]:
         scaled = _at_scale(cfg, scale)
         downscaler = hydra.utils.instantiate(scaled.model.downscaler)
         upscaler = hydra.utils.instantiate(scaled.upscaler.net)
-        for set_name, dataset in _sets_for(scaled, downscaler).items():
+        for set_name, dataset in _sets_for(scaled, downscaler, cfg.get("skip_small", False)).items():
             results.append(
                 evaluate_set(downscaler, upscaler, dataset, int(scale), set_name,
                              method_name(scaled), device, progress=cfg.progress)
@@ -92,6 +115,9 @@ def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the mean Y-PSNR over all rows (for sweeps)."""
     with reported("taid_car.evaluate"):
         results = run_evaluation(cfg)
+    if not results:
+        with reported("taid_car.evaluate"):
+            raise UsageError("nothing was scored: no test image is large enough for the factors asked for")
     out_dir = HydraConfig.get().runtime.output_dir
     paths = write_results(results, out_dir)
     print_results(results, title=f"{results[0].method} (Y channel, border = scale)")

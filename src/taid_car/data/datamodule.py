@@ -17,6 +17,13 @@ from .io import list_images
 from .sources import open_test_sets, resolve_set_specs, resolve_train_source
 
 
+def split_holdout(files: list[Path], count: int) -> tuple[list[Path], list[Path]]:
+    """(training files, held-out files): ``count`` files evenly spaced in the given (name) order
+    are held out, first and last included; ``data.holdout`` and the experiments use this split."""
+    picked = {round(i * (len(files) - 1) / max(count - 1, 1)) for i in range(count)}
+    return [f for i, f in enumerate(files) if i not in picked], [f for i, f in enumerate(files) if i in picked]
+
+
 class RescaleDataModule(L.LightningDataModule):
     """Training patches plus one val/test dataloader per named benchmark set.
 
@@ -105,9 +112,7 @@ class RescaleDataModule(L.LightningDataModule):
         if not 0 < self.holdout < len(files):
             raise ValueError(f"data.holdout={self.holdout} must be between 1 and {len(files) - 1} "
                              f"({len(files)} images in {source})")
-        picked = {round(i * (len(files) - 1) / max(self.holdout - 1, 1)) for i in range(self.holdout)}
-        held = [f for i, f in enumerate(files) if i in picked]
-        return [f for i, f in enumerate(files) if i not in picked], held
+        return split_holdout(files, self.holdout)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.train_set is None:

@@ -98,6 +98,10 @@ def benchmark_min_size(scale: int, multiple: int) -> int:
     return smallest_multiple_at_least(2 * scale + SSIM_WINDOW, multiple)
 
 
+class NoImageLargeEnough(ValueError):
+    """Every image of a benchmark set is too small for the factor (``skip_small`` mode)."""
+
+
 class BenchmarkDataset(Dataset):
     """Whole HR images of a benchmark set (Set5, Set14, B100, Urban100, DIV2K valid, ...).
 
@@ -108,6 +112,11 @@ class BenchmarkDataset(Dataset):
     stored bit depth (uint8: 3 bytes per pixel), for sets read again and again (validation
     during training); ``cache=False`` keeps nothing, so a single pass over the set (evaluation)
     holds one image at a time, however many the set has.
+
+    An image smaller than :func:`benchmark_min_size` is an error naming it; with
+    ``skip_small=True`` (extreme factors: ×128 needs HR sides of 384 px) it is left out instead,
+    listed in :attr:`skipped` and in one warning, and a set left with no image raises
+    :class:`NoImageLargeEnough`.
     """
 
     def __init__(
@@ -118,18 +127,19 @@ class BenchmarkDataset(Dataset):
         name: str | None = None,
         *,
         cache: bool = True,
+        skip_small: bool = False,
     ) -> None:
         root = Path(root)
         folder = resolve_hr_folder(root)
         self.root = folder
         self._setup(
-            list_images(folder), scale, modcrop_multiple, name or _set_name(root, folder), cache
+            list_images(folder), scale, modcrop_multiple, name or _set_name(root, folder), cache, skip_small
         )
 
     @classmethod
     def from_paths(
         cls, paths: Sequence[Path], scale: int, modcrop_multiple: int | None = None, name: str = "images",
-        *, cache: bool = True,
+        *, cache: bool = True, skip_small: bool = False,
     ) -> BenchmarkDataset:
         """A benchmark set made of given image files (e.g. images held out of a training folder)."""
         paths = [Path(p) for p in paths]
@@ -137,7 +147,7 @@ class BenchmarkDataset(Dataset):
             raise ValueError(f"benchmark set {name!r} needs at least one image file")
         dataset = cls.__new__(cls)
         dataset.root = paths[0].parent
-        dataset._setup(paths, scale, modcrop_multiple, name, cache)
+        dataset._setup(paths, scale, modcrop_multiple, name, cache, skip_small)
         return dataset
 
     def _setup(
@@ -147,6 +157,7 @@ class BenchmarkDataset(Dataset):
         modcrop_multiple: int | None,
         name: str,
         cache: bool,
+        skip_small: bool = False,
     ) -> None:
         if int(scale) != scale or scale < 1:
             raise ValueError(f"scale must be a positive integer, got {scale!r}")
@@ -161,15 +172,24 @@ class BenchmarkDataset(Dataset):
         self.cache = cache
         self._cache: dict[int, RawImage] = {}  # index -> modcropped pixels (cache=True only)
         need = benchmark_min_size(self.scale, self.multiple)
+        what = (f"evaluation at scale {self.scale} (crop to a multiple of {self.multiple}, "
+                f"{self.scale}-pixel border, {SSIM_WINDOW}x{SSIM_WINDOW} SSIM window)")
+        kept, self.skipped = [], []
         for p in self.paths:
-            check_min_size(
-                probe_size(p),
-                need,
-                need,
-                p,
-                f"evaluation at scale {self.scale} (crop to a multiple of {self.multiple}, "
-                f"{self.scale}-pixel border, {SSIM_WINDOW}x{SSIM_WINDOW} SSIM window)",
-            )
+            size = probe_size(p)  # an unreadable file raises, whatever skip_small says
+            if skip_small and min(size) < need:
+                self.skipped.append((p, size))
+                continue
+            check_min_size(size, need, need, p, what)
+            kept.append(p)
+        self.paths = kept
+        if self.skipped:
+            sizes = ", ".join(f"{p.stem} ({h}x{w})" for p, (h, w) in self.skipped)
+            message = (f"{name} at x{self.scale}: {len(self.skipped)} of {len(self.skipped) + len(kept)} "
+                       f"image(s) smaller than the {need}x{need} px HR (a {need // self.scale}-pixel LR) {what} needs")
+            if not kept:
+                raise NoImageLargeEnough(f"{message}: every image, set skipped ({sizes})")
+            warnings.warn(f"{message}, skipped: {sizes}", stacklevel=2)
 
     @property
     def names(self) -> list[str]:

@@ -132,13 +132,14 @@ class SampleDataset(BenchmarkDataset):
         name: str | None = None,
         *,
         cache: bool = True,
+        skip_small: bool = False,
     ) -> None:
         self.split = _ALIASES.get(split, split)
         self.root = sample_dir()
-        self._setup(
-            sample_paths(split), scale, modcrop_multiple, name or f"sample-{self.split}", cache
-        )
-        self._sample_names = list(_split(split))
+        paths = sample_paths(split)
+        self._setup(paths, scale, modcrop_multiple, name or f"sample-{self.split}", cache, skip_small)
+        kept = set(self.paths)  # without the images skip_small left out
+        self._sample_names = [n for n, p in zip(_split(split), paths) if p in kept]
 
     @property
     def names(self) -> list[str]:

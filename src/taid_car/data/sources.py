@@ -14,12 +14,13 @@ each the folder ``<data.root>/<name>`` (``data.root`` is ``${data_root}``), or a
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from .datasets import BenchmarkDataset, InMemoryImage, resolve_hr_folder
+from .datasets import BenchmarkDataset, InMemoryImage, NoImageLargeEnough, resolve_hr_folder
 from .download import DATASETS, DatasetNotFoundError, ensure_dataset, lookup_dataset
 from .sample import SampleDataset, sample_split
 
@@ -154,17 +155,20 @@ def _existing_or_cached(name: str, spec: str, download: bool) -> Path:
 
 
 def open_test_set(
-    name: str, spec: str, scale: int, modcrop: int | None = None, download: bool = False, cache: bool = False
+    name: str, spec: str, scale: int, modcrop: int | None = None, download: bool = False, cache: bool = False,
+    skip_small: bool = False,
 ) -> Dataset:
     """One benchmark set at ``scale`` with HR cropped to a multiple of ``modcrop`` (default scale).
 
     ``cache``: keep decoded images in memory (for sets read again and again, as validation sets
-    are); off by default, so scoring a set once holds one image at a time.
+    are); off by default, so scoring a set once holds one image at a time. ``skip_small``: leave
+    out images too small for the factor (:class:`~taid_car.data.datasets.BenchmarkDataset`).
     """
     split = _builtin_split(str(spec))
     if split is not None:
-        return SampleDataset(split, scale, modcrop, name=name)
-    return BenchmarkDataset(_existing_or_cached(name, str(spec), download), scale, modcrop, name=name, cache=cache)
+        return SampleDataset(split, scale, modcrop, name=name, skip_small=skip_small)
+    return BenchmarkDataset(_existing_or_cached(name, str(spec), download), scale, modcrop, name=name, cache=cache,
+                            skip_small=skip_small)
 
 
 def resolve_train_source(spec: str, download: bool = False) -> Path | list[InMemoryImage]:
@@ -175,9 +179,10 @@ def resolve_train_source(spec: str, download: bool = False) -> Path | list[InMem
     return resolve_hr_folder(_existing_or_cached(Path(str(spec)).name, str(spec), download))
 
 
-def open_test_sets(data_cfg: Mapping, scale: int, cache: bool = False) -> dict[str, Dataset]:
+def open_test_sets(data_cfg: Mapping, scale: int, cache: bool = False, skip_small: bool = False) -> dict[str, Dataset]:
     """All sets of ``data_cfg.test_sets`` (keys ``test_sets``, ``root``, ``modcrop``, ``download``);
-    ``cache`` as in :func:`open_test_set`.
+    ``cache`` and ``skip_small`` as in :func:`open_test_set`; with ``skip_small``, a set with no
+    image large enough is left out with a warning naming it.
 
     ``test_sets``: a list of set names under ``root`` or a mapping name -> spec
     (:func:`resolve_set_specs`).
@@ -185,7 +190,11 @@ def open_test_sets(data_cfg: Mapping, scale: int, cache: bool = False) -> dict[s
     test_sets = resolve_set_specs(data_cfg.get("test_sets"), data_cfg.get("root"), "data.test_sets")
     if not test_sets:
         raise ValueError("data.test_sets is empty: name at least one benchmark set")
-    return {
-        name: open_test_set(name, spec, scale, data_cfg.get("modcrop"), bool(data_cfg.get("download", False)), cache)
-        for name, spec in test_sets.items()
-    }
+    sets = {}
+    for name, spec in test_sets.items():
+        try:
+            sets[name] = open_test_set(name, spec, scale, data_cfg.get("modcrop"),
+                                       bool(data_cfg.get("download", False)), cache, skip_small)
+        except NoImageLargeEnough as err:
+            warnings.warn(str(err), stacklevel=2)
+    return sets

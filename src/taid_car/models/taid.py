@@ -13,8 +13,12 @@ Decoder (one ×s network) is :class:`taid_car.models.edsr.EDSR` (pixel-shuffle u
 
 Factors s: powers of 2 and 3 (the factors of EDSR's upsampler: ×2^n as n ×2 stages).
 ``recursive=True`` instead applies a ×2 encoder log2(s) times (and a ×2 decoder as often), the
-way TAD reaches ×128; s must be a power of 2. ``share_weights=True`` (default) uses one ×2 pair
-for every level, ``False`` one pair per level. Intermediate images are not quantised.
+way TAD reaches ×128, trained end-to-end; s must be a power of 2. ``share_weights=True``
+(default) uses one ×2 pair for every level, ``False`` one pair per level. Each intermediate LR is
+rounded to the 8-bit grid (straight-through gradient), each intermediate SR clamped to [0, 1]
+(:mod:`taid_car.models.recursive`), and every level's LR is guided towards the bicubic LR of the
+HR at that level's factor. A trained ×2 pair also runs at ×2ⁿ at test time without retraining:
+:func:`taid_car.models.recursive.recursive_pair`.
 Inputs and outputs are RGB in [0,1] (LR/SR not clamped or quantised here).
 """
 
@@ -29,6 +33,7 @@ from torch import nn
 from taid_car.errors import ConfigError
 from taid_car.models.downscaler import Downscaler
 from taid_car.models.edsr import EDSR, MeanShift, ResBlock, conv3x3, upsample_factors
+from taid_car.models.recursive import Recursion, between_levels_clamped, between_levels_quantized
 from taid_car.models.regularizers import taid_guidance_loss
 from taid_car.ops.imresize import bicubic_downscale
 
@@ -51,7 +56,7 @@ def _levels(scale: int, recursive: bool) -> tuple[int, int]:
     return 2, scale.bit_length() - 1
 
 
-def _resolve(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
+def resolve_preset(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
     if preset not in TAID_PRESETS:
         raise ConfigError(f"unknown TAID preset {preset!r}; choose one of {sorted(TAID_PRESETS)}")
     unknown = set(overrides) - set(TAID_PRESETS[preset])
@@ -113,25 +118,12 @@ class TAIDEncoder(nn.Module):
         return self.tail(x) + self._base(hr)
 
 
-class _Recursive(nn.Module):
-    """Applies ``nets`` (one shared or one per level) ``levels`` times in sequence."""
-
-    def __init__(self, make: Any, levels: int, share_weights: bool) -> None:
-        super().__init__()
-        self.levels = levels
-        self.nets = nn.ModuleList([make() for _ in range(1 if share_weights else levels)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i in range(self.levels):
-            x = self.nets[min(i, len(self.nets) - 1)](x)
-        return x
-
-
 class TAIDDownscaler(Downscaler):
     """TAID downscaler: HR (B,3,H,W) in [0,1] -> LR (B,3,H/s,W/s) (not quantised).
 
     Its regulariser is the paper's guidance towards bicubic LR, ``guidance`` =
-    L1(LR, bicubic(HR)) with LR the quantised image the decoder sees.
+    L1(LR, bicubic(HR)) with LR the quantised image the decoder sees; in recursive mode the mean
+    over levels of L1(LR_i, bicubic(HR, 2^i)), intermediate LRs on the 8-bit grid.
 
     Args:
         scale: downscaling factor (power of 2 or 3; power of 2 when ``recursive``).
@@ -154,10 +146,11 @@ class TAIDDownscaler(Downscaler):
         **overrides: Any,
     ) -> None:
         super().__init__(scale)
-        cfg = _resolve(preset, overrides)
+        cfg = resolve_preset(preset, overrides)
         step, levels = _levels(scale, recursive)
         self.recursive = recursive
-        self.net = _Recursive(lambda: TAIDEncoder(step, skip=skip, **cfg), levels, share_weights)
+        nets = [TAIDEncoder(step, skip=skip, **cfg) for _ in range(1 if share_weights else levels)]
+        self.net = Recursion(nets, levels, between_levels_quantized, record=recursive)
 
     def forward(self, hr: torch.Tensor) -> torch.Tensor:
         H, W = hr.shape[-2:]
@@ -169,8 +162,14 @@ class TAIDDownscaler(Downscaler):
         return self.net(hr)
 
     def regularizers(self, hr: torch.Tensor, lr: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``guidance``: L1 between ``lr`` (quantised) and the MATLAB-bicubic LR of ``hr``."""
-        return {"guidance": taid_guidance_loss(lr, hr, self.scale)}
+        """``guidance``: L1 between ``lr`` (quantised) and the MATLAB-bicubic LR of ``hr``; in
+        recursive mode averaged over the levels of the last forward, level i against bicubic(HR, 2^i)."""
+        outputs, self.net.outputs = self.net.outputs, []
+        if not self.recursive or not outputs:
+            return {"guidance": taid_guidance_loss(lr, hr, self.scale)}
+        outputs[-1] = lr
+        terms = [taid_guidance_loss(out, hr, 2 ** (i + 1)) for i, out in enumerate(outputs)]
+        return {"guidance": sum(terms) / len(terms)}
 
 
 class TAIDUpscaler(nn.Module):
@@ -188,10 +187,11 @@ class TAIDUpscaler(nn.Module):
         **overrides: Any,
     ) -> None:
         super().__init__()
-        cfg = _resolve(preset, overrides)
+        cfg = resolve_preset(preset, overrides)
         step, levels = _levels(scale, recursive)
         self.scale, self.recursive = scale, recursive
-        self.net = _Recursive(lambda: EDSR(step, **cfg), levels, share_weights)
+        nets = [EDSR(step, **cfg) for _ in range(1 if share_weights else levels)]
+        self.net = Recursion(nets, levels, between_levels_clamped)
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         return self.net(lr)

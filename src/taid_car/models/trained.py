@@ -35,9 +35,26 @@ class TrainedPair:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
+    def lr_channels(self) -> int:
+        """Channels of its LR: 3, or 1 for a colorization's gray."""
+        return self.downscaler.out_channels
+
+    @property
     def crop(self) -> int:
         """HR sides are cropped to a multiple of this (lcm of scale and the downscaler's need)."""
         return crop_multiple(self.downscaler)
+
+    def at_scale(self, scale: int) -> TrainedPair:
+        """This pair applied recursively for ×``scale``, a power of its own scale (itself when
+        equal): :func:`taid_car.models.recursive.recursive_pair`; the label says how."""
+        from taid_car.models.recursive import recursion_label, recursion_levels, recursive_pair
+
+        if scale == self.scale:
+            return self
+        levels = recursion_levels(int(scale), self.scale)
+        down, up = recursive_pair(self.downscaler, self.upscaler, int(scale))
+        label = recursion_label(self.method, self.scale, levels)
+        return TrainedPair(label, int(scale), down, up, self.config, self.device).to(self.device)
 
     def to(self, device: torch.device | str) -> TrainedPair:
         """Both modules in eval mode on ``device`` (in place); returns self."""
