@@ -36,12 +36,15 @@ def run_id() -> str:
     return _RUN_ID[0]
 
 
-def check_scale(value, key: str = "scale") -> int:
-    """``scale`` as an int ≥ 2, or a UsageError naming the key (``scale=0``, ``scale=abc``)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+def check_scale(value, key: str = "scale", minimum: int = 2) -> int:
+    """``scale`` as an int ≥ ``minimum`` (2; 1 for colorization), or a UsageError naming the key
+    (``scale=0``, ``scale=abc``)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         from taid_car.errors import UsageError
 
-        raise UsageError(f"{key}={value!r}: the downscaling factor must be an integer >= 2 (e.g. {key}=4)")
+        raise UsageError(
+            f"{key}={value!r}: the downscaling factor must be an integer >= {minimum} (e.g. {key}=4)"
+        )
     return value
 
 

@@ -13,7 +13,16 @@
     python -m taid_car.rescale roundtrip --ckpt .../last.ckpt --input Set5/ --jpeg-quality 75 \\
         --output results/
 
-Common options: ``--overwrite`` (nothing is replaced without it; all targets are checked before
+    # a x2 checkpoint applied recursively: x16 (LR files are tagged with the factor)
+    python -m taid_car.rescale downscale --ckpt <x2 run>/checkpoints/last.ckpt --scale 16 \
+        --input photos/ --output photos_lr16/
+
+    # colorization (model=taid_color): colour images -> learned 1-channel gray PNGs, and back
+    python -m taid_car.rescale downscale --ckpt <taid_color run>/last.ckpt --input photos/ --output gray/
+    python -m taid_car.rescale upscale --ckpt <taid_color run>/last.ckpt --input gray/ --output colour/
+
+Common options: ``--scale N`` (a power of the checkpoint's scale: its pair applied recursively,
+every intermediate LR on the 8-bit grid), ``--overwrite`` (nothing is replaced without it; all targets are checked before
 anything is written), ``--on-error skip|fail`` (a bad file - unreadable, corrupt, too small for the
 scale - is reported by name and skipped, or stops the command), ``--device auto|cpu|cuda``,
 ``--no-progress``.
@@ -110,6 +119,15 @@ def load_pair(ckpt: str | Path, device: torch.device) -> TrainedPair:
         ) from err
 
 
+def at_scale(pair: TrainedPair, scale: int) -> TrainedPair:
+    """``--scale``: the pair applied recursively (:meth:`TrainedPair.at_scale`); a factor it
+    cannot reach is a :class:`UsageError`."""
+    try:
+        return pair.at_scale(scale)
+    except ValueError as err:
+        raise UsageError(f"--scale {scale}: {err}") from err
+
+
 @torch.inference_mode()
 def downscale(pair: TrainedPair, hr: torch.Tensor) -> torch.Tensor:
     """HR (1,3,H,W) in [0,1], H, W multiples of ``pair.crop`` -> LR (1,3,H/s,W/s) on the 8-bit grid."""
@@ -173,8 +191,10 @@ def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
 
 def as_file_image(image: torch.Tensor, is_gray: bool) -> torch.Tensor:
     """(1,3,H,W) -> what the file should hold: (1,H,W) when the source was gray and all three
-    channels are equal, else (3,H,W)."""
+    channels are equal (or the image has one channel: a colorization's gray), else (3,H,W)."""
     image = image[0]
+    if image.shape[0] == 1:
+        return image
     if is_gray and torch.equal(image[0], image[1]) and torch.equal(image[1], image[2]):
         return image[:1]
     return image
@@ -358,8 +378,20 @@ def refuse_other_scale(files: Sequence[Path], pair: TrainedPair) -> None:
         shown = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
         raise UsageError(
             f"{shown} were downscaled at another scale; this checkpoint ({pair.method}) upscales "
-            f"x{pair.scale}: use the checkpoint of that scale"
+            f"x{pair.scale}: use the checkpoint of that scale, or --scale of that factor"
         )
+
+
+def lr_input(pair: TrainedPair, image, path: Path) -> torch.Tensor:
+    """The LR batch (1,C,h,w) the pair's upscaler takes from a read image: RGB, or for a
+    colorization decoder (1-channel LR) the gray image; a colour file there is an ImageError."""
+    tensor = image.tensor.unsqueeze(0)
+    if pair.lr_channels == 3:
+        return tensor
+    if not image.is_gray and not (torch.equal(tensor[:, 0], tensor[:, 1]) and torch.equal(tensor[:, 1], tensor[:, 2])):
+        raise ImageError(path, f"is a colour image; {pair.method} restores colour from a 1-channel gray "
+                               "image (make one with `rescale downscale` on this checkpoint)")
+    return tensor[:, :1]
 
 
 def run_upscale(args: argparse.Namespace, pair: TrainedPair) -> int:
@@ -373,15 +405,17 @@ def run_upscale(args: argparse.Namespace, pair: TrainedPair) -> int:
 
     def work(path: Path) -> None:
         image = read_image(path)
-        sr = upscale(pair, image.tensor.unsqueeze(0))
-        save_image(as_file_image(sr, image.is_gray), targets[path], overwrite=args.overwrite)
+        sr = upscale(pair, lr_input(pair, image, path))
+        save_image(as_file_image(sr, image.is_gray and pair.lr_channels == 3), targets[path], overwrite=args.overwrite)
 
     process_files(files, work, args.on_error, outcome, f"upscale x{pair.scale}", args.progress)
     return summarize(outcome, f"upscaled ({pair.method}, x{pair.scale}) into {args.output}:")
 
 
-# the pipeline's per-image scores a round trip reports (RGB PSNR is left to ``evaluate``)
-ROUNDTRIP_SCORES = ("psnr_y", "ssim_y", "lr_psnr_y", "bicubic_psnr_y", "bicubic_ssim_y")
+# the pipeline's per-image scores a round trip reports, those of the pair's task (RGB PSNR of a
+# resizing pair is left to ``evaluate``; colorization's headline is RGB)
+ROUNDTRIP_SCORES = ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y", "lr_psnr_y", "bicubic_psnr_y", "bicubic_ssim_y")
+RESIZE_ONLY_RGB = ("psnr_rgb",)
 
 
 def score_image(pair: TrainedPair, hr: torch.Tensor, is_gray: bool, jpeg_quality: int | None) -> dict:
@@ -392,7 +426,9 @@ def score_image(pair: TrainedPair, hr: torch.Tensor, is_gray: bool, jpeg_quality
     s, gray = pair.scale, torch.tensor([is_gray])
     with torch.inference_mode():
         out = rescale_and_score(pair.downscaler, pair.upscaler, hr.to(pair.device), s, is_gray)
-    row = {key: out.scores[key].item() for key in ROUNDTRIP_SCORES}
+    colorize = "ssim_rgb" in out.scores
+    row = {key: out.scores[key].item() for key in ROUNDTRIP_SCORES
+           if key in out.scores and (colorize or key not in RESIZE_ONLY_RGB)}
     if jpeg_quality is not None:
         lr, bicubic_lr = out.lr.cpu(), out.bicubic_lr.cpu()
         pixels = lr.shape[-2] * lr.shape[-1]
@@ -415,6 +451,8 @@ def roundtrip_columns(with_jpeg: bool) -> list[Column]:
     columns = [
         Column("image", "Image", "{}", text=True),
         Column("size", "HR size", "{}", text=True),
+        Column("psnr_rgb", "PSNR-RGB", "{:.2f}"),
+        Column("ssim_rgb", "SSIM-RGB", "{:.4f}"),
         Column("psnr_y", "PSNR-Y", "{:.2f}"),
         Column("ssim_y", "SSIM-Y", "{:.4f}"),
         Column("lr_psnr_y", "LR vs bic.", "{:.2f}"),
@@ -469,6 +507,9 @@ def write_tables(
 
 def run_roundtrip(args: argparse.Namespace, pair: TrainedPair) -> int:
     """HR -> LR (-> JPEG) -> SR for each file; table on stdout, CSV/Markdown in ``--output``."""
+    if args.jpeg_quality is not None and pair.lr_channels != 3:
+        raise UsageError(f"--jpeg-quality compares JPEG-compressed LRs with bicubic ones; {pair.method} "
+                         "is a colorization pair (no bicubic reference)")
     files = collect_inputs(args.input)
     out_dir = Path(args.output) if args.output else None
     if out_dir is not None:
@@ -490,11 +531,14 @@ def run_roundtrip(args: argparse.Namespace, pair: TrainedPair) -> int:
     if not rows:
         return status
     rows.append(mean_row(rows))
-    columns = roundtrip_columns(args.jpeg_quality is not None)
+    columns = [c for c in roundtrip_columns(args.jpeg_quality is not None) if c.text or c.key in rows[0]]
     jpeg = f", LR JPEG quality {args.jpeg_quality}" if args.jpeg_quality is not None else ""
     title = (
         f"{pair.method} x{pair.scale} round trip (Y channel, border {pair.scale}{jpeg}; "
         "Bic. = Bicubic & Bicubic)"
+    ) if pair.lr_channels == 3 else (
+        f"{pair.method} colorization round trip (restored colour vs HR, border 1; "
+        "\"LR vs bic.\" is the learned gray vs plain gray)"
     )
     caption = None
     if args.jpeg_quality is not None:
@@ -541,6 +585,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-progress", dest="progress", action="store_false", help="no progress bars"
     )
     common.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    common.add_argument(
+        "--scale", type=int, default=None,
+        help="apply the checkpoint's xs pair recursively for this factor, a power of s (e.g. 16 on a x2 "
+        "checkpoint: 4 levels, each intermediate LR on the 8-bit grid); default: the checkpoint's scale",
+    )
     common.add_argument(
         "--max-pixels", type=int, default=MAX_PIXELS,
         help=f"refuse images whose HR (or SR) has more pixels than this (default {MAX_PIXELS}: 4096x4096); "
@@ -600,6 +649,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_output_folder(args.output)
         pair = load_pair(args.ckpt, _device(args.device))
+        if args.scale is not None:
+            pair = at_scale(pair, args.scale)
         return COMMANDS[args.command](args, pair)
     except UsageError as err:
         if args.debug:

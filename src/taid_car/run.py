@@ -32,6 +32,7 @@ from taid_car.models.trained import init_upscaler_from, method_name
 from taid_car.scoring.report import COLUMNS, markdown_table, print_results, write_results
 from taid_car.training.baseline import (
     baseline_config,
+    baseline_model,
     gain_lines,
     gains,
     pretrain_config,
@@ -223,7 +224,8 @@ def train(cfg: DictConfig, multirun: bool = False) -> dict:
     bicubic + the same upscaler on the same schedule from the same start, and the difference
     per test set. Prints the results table; returns :func:`fit_and_test`'s dict
     plus ``baseline`` (its results, or None)."""
-    check_scale(cfg.get("scale"))
+    colorize = cfg.model.get("task") == "colorize"  # channels shrink, not sides: scale 1
+    check_scale(cfg.get("scale"), minimum=1 if colorize else 2)
     refuse_foreign_run_dir(cfg)
     if pretrain_steps(cfg) > 0:
         pretrain_upscaler(cfg)
@@ -233,13 +235,14 @@ def train(cfg: DictConfig, multirun: bool = False) -> dict:
     if not results or not trainer.is_global_zero:
         return outcome
     out_dir = Path(cfg.output_dir)
-    title = f"{method_name(cfg)} x{cfg.scale} (Y channel, border = scale)"
+    title = (f"{method_name(cfg)} colorization (restored RGB vs HR, border 1; gray fidelity vs plain gray)"
+             if colorize else f"{method_name(cfg)} x{cfg.scale} (Y channel, border = scale)")
     if not wants_baseline(cfg, multirun):
         print_results(results, title=title)
         log.info("results written to %s", out_dir / "results.md")
         return outcome
 
-    log.info("training the baseline: bicubic + the same upscaler, same schedule (baseline=false skips it)")
+    log.info("training the baseline: %s + the same upscaler, same schedule (baseline=false skips it)", baseline_model(cfg))
     base = fit_and_test(baseline_config(cfg))
     outcome["baseline"] = base["results"]
     lines = gain_lines(results, base["results"], steps=trainer.global_step)

@@ -23,6 +23,11 @@ class Downscaler(nn.Module):
 
     #: names of the terms :meth:`regularizers` returns
     regularizer_names: tuple[str, ...] = ()
+    #: what the pair is scored as (:mod:`taid_car.scoring.pipeline`): ``"resize"`` (LR vs bicubic
+    #: LR, SR vs HR on Y) or ``"colorize"`` (a gray LR vs plain luma, restored colour vs HR)
+    task: str = "resize"
+    #: channels of the LR it produces (3; 1 for a colour-to-gray encoder)
+    out_channels: int = 3
 
     def __init__(self, scale: int) -> None:
         super().__init__()

@@ -24,10 +24,11 @@ from torchmetrics import Metric, MetricCollection
 
 from taid_car.models.downscaler import Downscaler
 from taid_car.models.quantize import quantize_8bit
-from taid_car.scoring.pipeline import REFERENCE_SCORES, SCORES, rescale_and_score
+from taid_car.scoring.pipeline import TASK_SCORES, rescale_and_score, task_of
 from taid_car.scoring.results import SetResult
 
-VAL_SCORES = ("psnr_y", "ssim_y", "lr_psnr_y")  # logged at every validation; test adds the rest
+#: per task, the scores logged at every validation (test logs all of the task's scores)
+VAL_SCORES = {"resize": ("psnr_y", "ssim_y", "lr_psnr_y"), "colorize": ("psnr_rgb", "ssim_rgb", "psnr_y", "lr_psnr_y")}
 
 
 class PerImageMean(Metric):
@@ -102,6 +103,8 @@ class Rescaler(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.val_set_names, self.test_set_names = list(val_set_names), list(test_set_names)
         self.method, self.config = method, config
+        self.task = task_of(downscaler)
+        self.scores, self.reference_scores, self.headline = TASK_SCORES[self.task]
         if not downscaler_lr_scale > 0:
             raise ValueError(f"downscaler_lr_scale must be > 0, got {downscaler_lr_scale}")
         self.downscaler_lr_scale = float(downscaler_lr_scale)
@@ -159,10 +162,10 @@ class Rescaler(L.LightningModule):
 
     # ----------------------------------------------------------------- evaluation
     def _val_collection(self) -> MetricCollection:
-        return MetricCollection({name: PerImageMean() for name in VAL_SCORES})
+        return MetricCollection({name: PerImageMean() for name in VAL_SCORES[self.task]})
 
     def _test_collection(self) -> MetricCollection:
-        return MetricCollection({name: PerImageMean() for name in (*SCORES, *REFERENCE_SCORES)})
+        return MetricCollection({name: PerImageMean() for name in (*self.scores, *self.reference_scores)})
 
     def _evaluate(self, batch: dict, metrics: MetricCollection, with_reference: bool) -> None:
         """Score the batch through :func:`~taid_car.scoring.pipeline.rescale_and_score`, the
@@ -182,8 +185,8 @@ class Rescaler(L.LightningModule):
     def _log_sets(self, stage: str, names: Sequence[str], collections: nn.ModuleList) -> list[dict]:
         rows = []
         for name, metrics in zip(names, collections):
-            with metrics["psnr_y"].sync_context():  # images seen by all ranks, each once
-                count = int(metrics["psnr_y"].count)
+            with metrics[self.headline].sync_context():  # images seen by all ranks, each once
+                count = int(metrics[self.headline].count)
             values = {key: metric.compute() for key, metric in metrics.items()}
             for key, value in values.items():
                 self.log(f"{stage}/{name}/{key}", value.float(), add_dataloader_idx=False, sync_dist=False)
@@ -193,8 +196,8 @@ class Rescaler(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         rows = self._log_sets("val", self.val_set_names, self.val_metrics)
-        if rows:  # the first set's Y PSNR drives checkpointing and sweeps
-            self.log("val/psnr_y", rows[0]["psnr_y"], prog_bar=True)
+        if rows:  # the first set's headline (Y PSNR; RGB PSNR for colorization) drives checkpoints
+            self.log(f"val/{self.headline}", rows[0][self.headline], prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
         rows = self._log_sets("test", self.test_set_names, self.test_metrics)

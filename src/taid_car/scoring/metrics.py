@@ -56,6 +56,7 @@ __all__ = [
     "score_pairs",
     "scoring_channel",
     "ssim",
+    "ssim_rgb",
     "ssim_y",
 ]
 
@@ -211,6 +212,17 @@ def ssim_y(
     p, t = _scoring_pair(pred, target, crop_border, is_gray)
     _check_ssim_size(p)
     return _ssim_scores([p[:, 0]], t[:, 0])[0]
+
+
+def ssim_rgb(pred: torch.Tensor, target: torch.Tensor, crop_border: int = 0) -> torch.Tensor:
+    """Per-image SSIM over the three 8-bit RGB channels, (B,): each channel's SSIM (the window
+    and constants of :func:`ssim_y`), averaged over the channels; for colorization."""
+    pred, target = _check_pair(pred, target)
+    p = _crop(quantize_uint8(pred), crop_border)
+    t = _crop(quantize_uint8(target), crop_border)
+    _check_ssim_size(t)
+    per_channel = _ssim_scores([p.flatten(0, 1)], t.flatten(0, 1))[0]
+    return per_channel.view(-1, 3).mean(dim=1)
 
 
 def score_pairs(

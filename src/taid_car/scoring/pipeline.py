@@ -11,6 +11,14 @@ Per HR batch (B,3,H,W) in [0,1], H and W multiples of the downscaler's crop mult
   pixels removed, LR fidelity (Y PSNR of LR vs bicubic LR, no border; ``inf`` for bicubic
   itself) and, with the reference, the Bicubic & Bicubic Y PSNR/SSIM.
 
+The downscaler's ``task`` says what a pair is scored as. ``"resize"`` is the above.
+``"colorize"`` (TAD's colour -> gray -> colour, scale 1) has a 1-channel LR, the learned gray
+image; its reference LR is the plain BT.601 gray on the 8-bit grid
+(:func:`taid_car.models.colorize.plain_gray`) and its scores (:data:`TASK_SCORES`) are RGB
+PSNR/SSIM of the restored colour image vs HR (the headline), Y PSNR/SSIM, and the gray fidelity
+``lr_psnr_y`` (PSNR of the learned gray vs plain gray); it has no fixed reference pair (the
+baseline is the same decoder trained on plain gray, a run of its own), so ``bicubic_sr`` is None.
+
 No Lightning, no W&B: importing this is cheap.
 """
 
@@ -21,13 +29,27 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from taid_car.models.colorize import plain_gray
 from taid_car.models.quantize import quantize_8bit
 from taid_car.ops.imresize import bicubic_downscale, bicubic_upscale
-from taid_car.scoring.metrics import psnr_y, score_pair, score_pairs
+from taid_car.scoring.metrics import psnr_y, score_pair, score_pairs, ssim_rgb
 
 #: per-image score names :func:`rescale_and_score` returns (the reference ones with ``reference``)
 SCORES = ("psnr_y", "ssim_y", "psnr_rgb", "lr_psnr_y")
 REFERENCE_SCORES = ("bicubic_psnr_y", "bicubic_ssim_y")
+#: per task: (scores, reference scores, headline score that validation selects on)
+TASK_SCORES = {
+    "resize": (SCORES, REFERENCE_SCORES, "psnr_y"),
+    "colorize": (("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y", "lr_psnr_y"), (), "psnr_rgb"),
+}
+
+
+def task_of(downscaler: nn.Module) -> str:
+    """The downscaler's ``task`` (``resize`` unless it says otherwise); ValueError if unknown."""
+    task = getattr(downscaler, "task", "resize")
+    if task not in TASK_SCORES:
+        raise ValueError(f"{type(downscaler).__name__}.task={task!r}: not one of {sorted(TASK_SCORES)}")
+    return task
 
 
 @dataclass
@@ -44,6 +66,14 @@ class Rescaled:
 def downscale_8bit(downscaler: nn.Module, hr: torch.Tensor) -> torch.Tensor:
     """HR (B,3,H,W) in [0,1] -> LR (B,3,H/s,W/s) on the 8-bit grid, as a saved PNG holds it."""
     return quantize_8bit(downscaler(hr))
+
+
+def reference_lr_of(task: str, hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """The LR a learned downscaler's fidelity is measured against, on the 8-bit grid: the
+    bicubic LR (B,3,H/s,W/s) for ``resize``, the plain gray (B,1,H,W) for ``colorize``."""
+    if task == "colorize":
+        return quantize_8bit(plain_gray(hr))
+    return bicubic_lr_of(hr, scale)
 
 
 def rescale(downscaler: nn.Module, upscaler: nn.Module, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,11 +123,26 @@ def rescale_and_score(
     reference: bool = True,
 ) -> Rescaled:
     """HR (B,3,H,W) in [0,1] through downscaler -> 8 bit -> upscaler, with the bicubic LR
-    (always: LR fidelity needs it) and, with ``reference``, Bicubic & Bicubic, all scored."""
+    (always: LR fidelity needs it) and, with ``reference``, Bicubic & Bicubic, all scored.
+    A ``colorize`` downscaler is scored as the module docstring says (``reference`` unused)."""
     lr, sr = rescale(downscaler, upscaler, hr)
+    if task_of(downscaler) == "colorize":
+        gray_lr = reference_lr_of("colorize", hr, scale)
+        return Rescaled(lr, sr, gray_lr, None, score_colorized(hr, lr, sr, gray_lr, scale, is_gray))
     bicubic_lr = bicubic_lr_of(hr, scale)
     bicubic_sr = bicubic_upscale(bicubic_lr, scale) if reference else None
     return Rescaled(lr, sr, bicubic_lr, bicubic_sr, score(hr, lr, sr, bicubic_lr, scale, is_gray, bicubic_sr))
+
+
+def score_colorized(hr, lr, sr, gray_lr, scale: int, is_gray) -> dict[str, torch.Tensor]:
+    """Per-image scores (B,) float64 of a colorization pass: the ``colorize`` names of
+    :data:`TASK_SCORES`; ``lr`` and ``gray_lr`` are (B,1,H,W) on the 8-bit grid."""
+    gray = _gray(is_gray, hr)
+    scores = dict(score_pair(sr, hr, scale, gray))
+    scores["ssim_rgb"] = ssim_rgb(sr, hr, scale)
+    as_rgb = [t.expand(-1, 3, -1, -1) for t in (lr, gray_lr)]
+    scores["lr_psnr_y"] = psnr_y(*as_rgb, 0, True)  # gray values, no luma conversion
+    return scores
 
 
 def _gray(is_gray, hr: torch.Tensor) -> torch.Tensor:

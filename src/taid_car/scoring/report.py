@@ -21,6 +21,7 @@ COLUMNS = [
     Column("psnr_y", "PSNR-Y (dB)", "{:.2f}"),
     Column("ssim_y", "SSIM-Y", "{:.4f}"),
     Column("psnr_rgb", "PSNR-RGB (dB)", "{:.2f}"),
+    Column("ssim_rgb", "SSIM-RGB", "{:.4f}"),
     Column("lr_psnr_y", "LR vs bicubic (dB)", "{:.2f}"),
     Column("bicubic_psnr_y", "Bicubic PSNR-Y", "{:.2f}"),
     Column("bicubic_ssim_y", "Bicubic SSIM-Y", "{:.4f}"),
@@ -31,14 +32,25 @@ def _rows(results: Sequence[SetResult]) -> list[dict]:
     return [r.as_row() for r in results]
 
 
+def columns_for(rows: Sequence[dict]) -> list[Column]:
+    """:data:`COLUMNS` without those no row has a value for (colorization has no Bicubic
+    reference, resizing no SSIM-RGB); the LR column says what colorization's LR is scored against."""
+    shown = [c for c in COLUMNS if any(row.get(c.key) is not None for row in rows)]
+    if rows and all(row.get("ssim_rgb") is not None for row in rows):  # colorization's rows
+        shown = [Column(c.key, "gray vs plain gray (dB)", c.fmt) if c.key == "lr_psnr_y" else c for c in shown]
+    return shown
+
+
 def markdown_table(results: Sequence[SetResult]) -> str:
     """GitHub Markdown table, one row per (method, set, scale)."""
-    return tables.markdown_table(_rows(results), COLUMNS)
+    rows = _rows(results)
+    return tables.markdown_table(rows, columns_for(rows))
 
 
 def print_results(results: Sequence[SetResult], title: str = "Results") -> None:
     """Print the table (wide console for logs and pipes, so no column is truncated)."""
-    tables.print_table(_rows(results), COLUMNS, title)
+    rows = _rows(results)
+    tables.print_table(rows, columns_for(rows), title)
 
 
 def write_results(

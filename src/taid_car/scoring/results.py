@@ -7,7 +7,12 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass
 class SetResult:
-    """Mean scores of one method on one set at one scale (PSNR in dB, SSIM in [0,1])."""
+    """Mean scores of one method on one set at one scale (PSNR in dB, SSIM in [0,1]).
+
+    ``lr_psnr_y`` is the LR fidelity: vs the bicubic LR, or for colorization (scale 1) the learned
+    gray vs plain gray. Scores a task does not have are None: ``ssim_rgb`` is colorization's, the
+    ``bicubic_*`` reference is resizing's.
+    """
 
     method: str
     set_name: str
@@ -17,8 +22,9 @@ class SetResult:
     ssim_y: float
     psnr_rgb: float
     lr_psnr_y: float
-    bicubic_psnr_y: float
-    bicubic_ssim_y: float
+    bicubic_psnr_y: float | None = None
+    bicubic_ssim_y: float | None = None
+    ssim_rgb: float | None = None
     per_image: list[dict] = field(default_factory=list)
 
     def as_row(self) -> dict:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from taid_car.config import CONFIG_DIR
 from taid_car.scoring.results import SetResult
 
-BASELINE_MODEL = "bicubic"
+BASELINE_MODEL = "bicubic"  # the fixed baseline of resizing; a model config may name its own (`baseline_model`)
 BASELINE_CHOICES = ("auto", True, False)
 
 #: Differences smaller than this (dB) are called level: the run-to-run spread measured in
@@ -37,16 +37,22 @@ def wants_baseline(cfg: DictConfig, multirun: bool) -> bool:
     choice = cfg.get("baseline", "auto")
     if choice not in BASELINE_CHOICES:
         raise ValueError(f"baseline must be one of auto, true, false; got {choice!r}")
-    if not cfg.get("test") or cfg.model.name == BASELINE_MODEL:
+    if not cfg.get("test") or cfg.model.name == baseline_model(cfg):
         return False
     if choice == "auto":  # a sweep's bicubic job did not get the pretraining steps: not equal budget
         return not multirun or pretrain_steps(cfg) > 0
     return bool(choice)
 
 
+def baseline_model(cfg: DictConfig) -> str:
+    """Name of the model config of ``cfg``'s fixed baseline: ``bicubic``, or the model's own
+    ``baseline_model`` (``gray`` for colorization: plain gray + the same decoder)."""
+    return str(cfg.model.get("baseline_model") or BASELINE_MODEL)
+
+
 def pretrain_steps(cfg: DictConfig) -> int:
     """Steps of bicubic pretraining the learned run asks for (``model.pretrain_steps``, 0: none)."""
-    if cfg.model.name == BASELINE_MODEL:
+    if cfg.model.name == baseline_model(cfg):
         return 0
     steps = int(cfg.model.get("pretrain_steps") or 0)
     if steps < 0:
@@ -74,8 +80,11 @@ def bicubic_counterpart(cfg: DictConfig, subdir: str) -> DictConfig:
     same pixels; loggers are reduced to CSV (one W&B run per command).
     """
     base = cfg.copy()
+    model = OmegaConf.load(Path(CONFIG_DIR, "model", f"{baseline_model(cfg)}.yaml"))
+    if "model" in model:  # a `@package _global_` model config (colorization's gray)
+        model = model.model
     with open_dict(base):
-        base.model = OmegaConf.load(Path(CONFIG_DIR, "model", f"{BASELINE_MODEL}.yaml"))
+        base.model = model
         base.data.modcrop = learned_crop_multiple(cfg)
         base.output_dir = str(Path(cfg.output_dir) / subdir)
         base.baseline = False
@@ -101,35 +110,45 @@ def pretrain_config(cfg: DictConfig) -> DictConfig:
     return pre
 
 
+#: the (PSNR, SSIM) pair a gain is stated in: Y for resizing, RGB for colorization (which has SSIM-RGB)
+def _gain_metrics(results: Sequence[SetResult]) -> tuple[str, str]:
+    return ("psnr_rgb", "ssim_rgb") if results and results[0].ssim_rgb is not None else ("psnr_y", "ssim_y")
+
+
 def gain_lines(learned: Sequence[SetResult], baseline: Sequence[SetResult], steps: int | None = None) -> list[str]:
-    """One sentence per test set: learned minus baseline PSNR-Y / SSIM-Y, and whether it helped."""
+    """One sentence per test set: learned minus baseline PSNR-Y / SSIM-Y (RGB for colorization),
+    and whether it helped."""
     budget = f", same {steps} steps" if steps else ""
     method = {"learned": learned[0].method if learned else "", "baseline": baseline[0].method if baseline else ""}
     scales = {r.set_name: r.scale for r in learned}
+    psnr, ssim = _gain_metrics(learned)
+    label = {"psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "psnr_rgb": "PSNR-RGB", "ssim_rgb": "SSIM-RGB"}
     lines = []
     for set_name, g in gains(learned, baseline).items():
-        gain = g["gain_psnr_y"]
+        gain = g[f"gain_{psnr}"]
         verdict = (
             "helped" if gain > NOISE_DB else "did not help" if gain < -NOISE_DB
             else f"is level with it (within the ~{NOISE_DB} dB run-to-run spread)"
         )
         lines.append(
-            f"{set_name} x{scales[set_name]}: {method['learned']} {g['psnr_y']:.2f} dB vs {method['baseline']} "
-            f"{g['baseline_psnr_y']:.2f} dB (same upscaler{budget}): {gain:+.2f} dB PSNR-Y, "
-            f"{g['gain_ssim_y']:+.4f} SSIM-Y; the learned downscaler {verdict}."
+            f"{set_name} x{scales[set_name]}: {method['learned']} {g[psnr]:.2f} dB vs {method['baseline']} "
+            f"{g[f'baseline_{psnr}']:.2f} dB (same upscaler{budget}): {gain:+.2f} dB {label[psnr]}, "
+            f"{g[f'gain_{ssim}']:+.4f} {label[ssim]}; the learned downscaler {verdict}."
         )
     return lines
 
 
 def gains(learned: Sequence[SetResult], baseline: Sequence[SetResult]) -> dict[str, dict[str, float]]:
-    """{set: {psnr_y, ssim_y, baseline_psnr_y, baseline_ssim_y, gain_psnr_y, gain_ssim_y}} for run.json."""
+    """{set: {psnr_y, ssim_y, baseline_psnr_y, baseline_ssim_y, gain_psnr_y, gain_ssim_y}} for run.json
+    (``_rgb`` instead of ``_y`` for colorization)."""
     by_set = {r.set_name: r for r in baseline}
-    return {
-        r.set_name: {
-            "psnr_y": r.psnr_y, "ssim_y": r.ssim_y,
-            "baseline_psnr_y": by_set[r.set_name].psnr_y, "baseline_ssim_y": by_set[r.set_name].ssim_y,
-            "gain_psnr_y": r.psnr_y - by_set[r.set_name].psnr_y,
-            "gain_ssim_y": r.ssim_y - by_set[r.set_name].ssim_y,
-        }
-        for r in learned if r.set_name in by_set
-    }
+    out = {}
+    for r in learned:
+        if r.set_name not in by_set:
+            continue
+        row = {}
+        for key in _gain_metrics(learned):
+            ours, theirs = getattr(r, key), getattr(by_set[r.set_name], key)
+            row |= {key: ours, f"baseline_{key}": theirs, f"gain_{key}": ours - theirs}
+        out[r.set_name] = row
+    return out

@@ -17,6 +17,8 @@ from taid_car.data.io import save_image
 from taid_car.scoring.pipeline import Rescaled, rescale_and_score
 
 PANEL_CAPTIONS = ("HR", "LR (nearest)", "SR", "bicubic LR (nearest)", "bicubic SR")
+#: colorization's panels (no fixed reference pair: its baseline is a trained run)
+COLOR_PANEL_CAPTIONS = ("original", "learned gray", "restored colour", "plain gray")
 
 
 def center_crop(image: torch.Tensor, size: int, multiple: int) -> torch.Tensor:
@@ -31,13 +33,16 @@ def center_crop(image: torch.Tensor, size: int, multiple: int) -> torch.Tensor:
 
 def panel_row(hr: torch.Tensor, out: Rescaled, scale: int) -> list[torch.Tensor]:
     """(3,H,W) images in :data:`PANEL_CAPTIONS` order from a pipeline pass with the reference,
-    LRs nearest-upscaled to H x W."""
+    LRs nearest-upscaled to H x W; for colorization (no reference SR) in
+    :data:`COLOR_PANEL_CAPTIONS` order, gray images replicated to three channels."""
     lr, sr, bicubic_lr, bicubic_sr = out.lr, out.sr, out.bicubic_lr, out.bicubic_sr
 
     def nearest(x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, scale_factor=scale, mode="nearest")
+        x = x.expand(-1, 3, -1, -1)
+        return x if scale == 1 else F.interpolate(x, scale_factor=scale, mode="nearest")
 
-    return [t[0].clamp(0, 1) for t in (hr, nearest(lr), sr, nearest(bicubic_lr), bicubic_sr)]
+    images = (hr, nearest(lr), sr, nearest(bicubic_lr)) + (() if bicubic_sr is None else (bicubic_sr,))
+    return [t[0].clamp(0, 1) for t in images]
 
 
 class ImagePanels(L.Callback):
@@ -86,7 +91,8 @@ class ImagePanels(L.Callback):
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):
                     # one list per image size: W&B warns about (and misdraws) mixed sizes
-                    logger.log_image(key=f"panels/{name}", images=row, caption=list(PANEL_CAPTIONS), step=step)
+                    captions = PANEL_CAPTIONS if len(row) == len(PANEL_CAPTIONS) else COLOR_PANEL_CAPTIONS
+                    logger.log_image(key=f"panels/{name}", images=row, caption=list(captions), step=step)
                     logger.log_image(key=f"panels/{name}_lr", images=[lr[0]], caption=["LR (own size)"], step=step)
 
 

@@ -1,0 +1,165 @@
+"""TAD's colorization (``model=taid_color``): shapes, plain gray, scoring, configs, the CLI, and
+a short overfit in which the learned gray + decoder beats plain gray + the same decoder."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from taid_car.errors import ConfigError
+from taid_car.models.colorize import BT601, ColorToGray, GrayToColor, PlainGray, plain_gray
+from taid_car.models.quantize import quantize_8bit
+from taid_car.models.rescaler import Rescaler
+from taid_car.scoring.metrics import quantize_uint8, rgb_to_gray
+from taid_car.scoring.pipeline import TASK_SCORES, rescale_and_score
+from taid_car.scoring.report import markdown_table
+from taid_car.scoring.results import SetResult
+from taid_car.training.baseline import baseline_config, gain_lines, wants_baseline
+from test_run import compose_run
+
+
+def test_shapes_and_channels():
+    hr = torch.rand(2, 3, 27, 34)
+    encoder, decoder = ColorToGray(), GrayToColor()
+    gray = encoder(hr)
+    assert gray.shape == (2, 1, 27, 34) and encoder.out_channels == 1 and encoder.task == "colorize"
+    assert decoder(quantize_8bit(gray)).shape == (2, 3, 27, 34)
+    assert PlainGray()(hr).shape == (2, 1, 27, 34)
+    with pytest.raises(ValueError, match=r"\(B,1,H,W\)"):
+        decoder(hr)
+    with pytest.raises(ValueError, match=r"\(B,3,H,W\)"):
+        encoder(gray)
+
+
+@pytest.mark.parametrize("cls", [ColorToGray, GrayToColor, PlainGray])
+def test_scale_other_than_one_is_refused(cls):
+    with pytest.raises(ConfigError, match="scale must be 1"):
+        cls(scale=2)
+
+
+def test_encoder_starts_at_plain_gray_exactly():
+    hr = torch.rand(1, 3, 16, 20)
+    assert torch.equal(ColorToGray()(hr), plain_gray(hr))
+
+
+def test_plain_gray_is_bt601_and_the_metrics_gray():
+    assert BT601 == (0.299, 0.587, 0.114)
+    hr = torch.randint(0, 256, (2, 3, 31, 17)).float() / 255
+    ours = quantize_uint8(quantize_8bit(plain_gray(hr)))
+    metrics = rgb_to_gray(quantize_uint8(hr))
+    assert (ours - metrics).abs().max() <= 1  # same weights; rounding at exact .5 ties may differ
+    assert (ours == metrics).double().mean() > 0.999
+
+
+def test_pipeline_scores_colorization():
+    hr = torch.rand(2, 3, 24, 24)
+    names, reference, headline = TASK_SCORES["colorize"]
+    decoder = GrayToColor()
+    out = rescale_and_score(ColorToGray(), decoder, hr, 1, False)
+    assert set(out.scores) == set(names) and headline == "psnr_rgb" and reference == ()
+    assert out.lr.shape == (2, 1, 24, 24) and out.bicubic_sr is None
+    assert torch.equal(out.bicubic_lr, quantize_8bit(plain_gray(hr)))
+    plain = rescale_and_score(PlainGray(), decoder, hr, 1, False)
+    assert torch.isinf(plain.scores["lr_psnr_y"]).all()  # the baseline's gray is plain gray
+    # the learned encoder starts at plain gray: same LR, same restored image
+    assert torch.equal(out.lr, plain.lr) and torch.equal(out.scores["psnr_rgb"], plain.scores["psnr_rgb"])
+
+
+def test_results_table_shows_colour_columns_only():
+    row = {"set_name": "Set5", "scale": 1, "images": 5, "psnr_y": 35.0, "ssim_y": 0.98, "psnr_rgb": 24.0,
+           "lr_psnr_y": 40.0, "ssim_rgb": 0.9}
+    table = markdown_table([SetResult(method="taid_color & gray_to_color", **row)])
+    assert "SSIM-RGB" in table and "gray vs plain gray" in table and "Bicubic" not in table
+    resize = markdown_table([SetResult("bicubic & bicubic", "Set5", 4, 5, 28.4, 0.81, 26.0, float("inf"), 28.4, 0.81)])
+    assert "SSIM-RGB" not in resize and "Bicubic PSNR-Y" in resize
+
+
+def test_config_preset_and_its_gray_baseline(tmp_path):
+    cfg = compose_run(["model=taid_color"], tmp_path)
+    assert cfg.scale == 1 and cfg.upscaler.name == "gray_to_color"
+    assert cfg.callbacks.checkpoint.monitor == "val/psnr_rgb" and cfg.optimized_metric == "val/psnr_rgb"
+    assert wants_baseline(cfg, multirun=False)
+    base = baseline_config(cfg)
+    assert base.model.name == "gray" and base.upscaler.name == "gray_to_color" and base.scale == 1
+    assert not wants_baseline(compose_run(["model=gray"], tmp_path), multirun=False)
+    resize = compose_run(["model=taid"], tmp_path)
+    assert resize.scale == 4 and resize.callbacks.checkpoint.monitor == "val/psnr_y"
+    assert compose_run(["experiment=color_study"], tmp_path).model.name == "taid_color"
+
+
+def test_gain_line_is_in_rgb():
+    def result(method, psnr, ssim):
+        return SetResult(method, "Set5", 1, 5, 35.0, 0.98, psnr, 40.0, ssim_rgb=ssim)
+
+    line = gain_lines([result("taid_color & d", 24.5, 0.91)], [result("gray & d", 24.0, 0.90)], steps=100)[0]
+    assert "+0.50 dB PSNR-RGB" in line and "+0.0100 SSIM-RGB" in line and line.endswith("helped.")
+
+
+def test_overfit_learned_gray_beats_plain_gray_with_the_same_decoder():
+    """One 48x48 crop, 500 Adam steps each: the encoder may hide colour in its gray image; the
+    baseline's decoder gets plain gray. Same decoder architecture, initial weights and steps."""
+    from skimage import data
+
+    image = torch.from_numpy(data.astronaut()[100:148, 180:228].copy()).permute(2, 0, 1).float()[None] / 255
+
+    def fit(encoder) -> dict:
+        torch.manual_seed(1)
+        decoder = GrayToColor(n_blocks=2, n_feats=16)
+        weights = {"l1": 1.0, "guidance": 0.01} if encoder.regularizer_names else None
+        model = Rescaler(encoder, decoder, 1, weights, optimizer=partial(torch.optim.Adam, lr=5e-4))
+        optimizer = model.configure_optimizers()
+        for _ in range(500):
+            optimizer.zero_grad()
+            model.compute_losses(image)["loss"].backward()
+            optimizer.step()
+        return rescale_and_score(model.downscaler, model.upscaler, image, 1, False).scores
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same float sums on every machine
+    try:
+        torch.manual_seed(0)
+        learned = fit(ColorToGray(n_blocks=2, n_feats=16))
+        plain = fit(PlainGray())
+    finally:
+        torch.set_num_threads(threads)
+    assert float(learned["psnr_rgb"]) > float(plain["psnr_rgb"]) + 0.15
+    assert float(learned["lr_psnr_y"]) > 35  # the gray image is still close to plain gray
+
+
+# ------------------------------------------------------------------ rescale: gray out, colour back
+
+
+@pytest.fixture(scope="module")
+def color_ckpt(tmp_path_factory) -> Path:
+    from taid_car.run import train
+
+    out = tmp_path_factory.mktemp("color_run")
+    cfg = compose_run(["model=taid_color", "logger=none", "trainer.max_steps=1", "trainer.val_check_interval=1",
+                       "test=false", "trainer.enable_progress_bar=false"], out)
+    train(cfg)
+    return out / "checkpoints" / "last.ckpt"
+
+
+def test_rescale_saves_learned_gray_and_restores_colour(color_ckpt, tmp_path):
+    from taid_car.rescale import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rgb = np.random.default_rng(0).integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    Image.fromarray(rgb, "RGB").save(folder / "a.png")
+    common = ["--device", "cpu", "--no-progress", "--ckpt", str(color_ckpt)]
+    assert main(["downscale", "--input", str(folder), "--output", str(tmp_path / "gray"), *common]) == 0
+    with Image.open(tmp_path / "gray" / "a.png") as gray:
+        assert gray.mode == "L" and gray.size == (41, 30)
+    assert main(["upscale", "--input", str(tmp_path / "gray"), "--output", str(tmp_path / "colour"), *common]) == 0
+    with Image.open(tmp_path / "colour" / "a.png") as colour:
+        assert colour.mode == "RGB" and colour.size == (41, 30)
+    # a colour file is not a gray image to restore: named, skipped, exit 1 (nothing done)
+    assert main(["upscale", "--input", str(folder), "--output", str(tmp_path / "x"), *common]) == 1
+    assert main(["roundtrip", "--input", str(folder), *common]) == 0
+    assert main(["roundtrip", "--input", str(folder), "--jpeg-quality", "50", *common]) == 2
