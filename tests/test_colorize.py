@@ -163,3 +163,14 @@ def test_rescale_saves_learned_gray_and_restores_colour(color_ckpt, tmp_path):
     assert main(["upscale", "--input", str(folder), "--output", str(tmp_path / "x"), *common]) == 1
     assert main(["roundtrip", "--input", str(folder), *common]) == 0
     assert main(["roundtrip", "--input", str(folder), "--jpeg-quality", "50", *common]) == 2
+
+
+def test_fast_dev_run_trains_tests_and_brings_the_gray_baseline(tmp_path):
+    from taid_car.run import train
+
+    outcome = train(compose_run(["model=taid_color", "debug=fast_dev_run"], tmp_path))
+    result = outcome["results"][0]
+    assert result.scale == 1 and result.ssim_rgb is not None and result.bicubic_psnr_y is None
+    assert "train/guidance" in outcome["metrics"] and "val/psnr_rgb" in outcome["metrics"]
+    assert [r.method for r in outcome["baseline"]] == ["gray & gray_to_color"]
+    assert "PSNR-RGB" in (tmp_path / "results.md").read_text()
