@@ -19,14 +19,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
-from taid_car.data.datasets import BenchmarkDataset  # noqa: E402
-from taid_car.models.trained import load_pair  # noqa: E402
-from taid_car.runs import read_metrics_csv, tested_checkpoint  # noqa: E402
-from taid_car.scoring.pipeline import rescale_and_score  # noqa: E402
-from taid_car.scoring.report import read_json  # noqa: E402
+from taid_car.data.datasets import BenchmarkDataset
+from taid_car.models.trained import load_pair
+from taid_car.runs import read_metrics_csv, tested_checkpoint
+from taid_car.scoring.pipeline import rescale_and_score
+from taid_car.scoring.report import read_json
 
 HOLDOUT = "T91_holdout"
 
@@ -56,8 +56,8 @@ def fmt(value, spec: str) -> str:
 
 def write_table(rows: list[dict], out: Path) -> None:
     base = next(r for r in rows if r["lambda"] is None)
-    lines = ["| method | λ | kept step | T91 hold-out PSNR-RGB / SSIM-RGB (gray fidelity) | Set5 PSNR-RGB / SSIM-RGB "
-             "(gray fidelity) | Set14 PSNR-RGB / SSIM-RGB (gray fidelity) | Set5 / Set14 gain over plain gray (dB) |",
+    lines = [("| method | λ | kept step | T91 hold-out PSNR-RGB / SSIM-RGB (gray fidelity) | Set5 PSNR-RGB / SSIM-RGB "
+              "(gray fidelity) | Set14 PSNR-RGB / SSIM-RGB (gray fidelity) | Set5 / Set14 gain over plain gray (dB) |"),
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: (r["lambda"] is not None, r["lambda"] or 0)):
         h = r["holdout"]
