@@ -77,9 +77,12 @@ def test_sets(data: Path, scale: int) -> dict[str, BenchmarkDataset]:
     return sets
 
 
-def score_all(pairs: dict[str, TrainedPair], data: Path) -> list[dict]:
-    rows = []
-    jobs = [(label, pair, s) for s in FACTORS for label, pair in pairs.items() if _reaches(pair, s)]
+def score_all(pairs: dict[str, TrainedPair], data: Path, done: list[dict]) -> list[dict]:
+    """Rows of every (method, factor) not in ``done`` (rows of an earlier results.csv), plus those."""
+    rows = [r for r in done if r["method"] in pairs]
+    have = {(r["method"], r["scale"]) for r in rows}
+    jobs = [(label, pair, s) for s in FACTORS for label, pair in pairs.items()
+            if _reaches(pair, s) and (label, s) not in have]
     for label, pair, s in tqdm(jobs, desc="method x factor"):
         scaled = pair.at_scale(s)
         for set_name, dataset in test_sets(data, s).items():
@@ -178,9 +181,16 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--runs", type=Path, default=Path("multirun/taid_extreme"))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
+    parser.add_argument("--fresh", action="store_true", help="score every method again (else results.csv rows are kept)")
     args = parser.parse_args()
     pairs = methods(args.runs)
-    rows = score_all(pairs, args.data)
+    done = []
+    if (args.out / "results.csv").is_file() and not args.fresh:  # methods scored before are kept
+        with (args.out / "results.csv").open(newline="") as handle:
+            done = [{**r, "scale": int(r["scale"]), "images": int(r["images"]),
+                     **{k: float(r[k]) for k in ("psnr_y", "ssim_y", "lr_psnr_y")}} for r in csv.DictReader(handle)]
+    rows = score_all(pairs, args.data, done)
+    rows.sort(key=lambda r: (list(pairs).index(r["method"]), r["scale"], r["set_name"]))
     write_tables(rows, args.out)
     plot_factors(rows, args.out)
     plot_thumbnails(pairs, args.data, args.out)

@@ -54,9 +54,9 @@ class Recursion(nn.Module):
     """``nets`` applied ``levels`` times in sequence: level i uses ``nets[min(i, len - 1)]`` (one
     shared network, or one per level); ``between`` maps each intermediate output (not the last).
 
-    With ``record=True`` the output of every level of the last forward (intermediate ones as the
-    next level saw them) is kept in :attr:`outputs`, for per-level regularisers; the caller
-    clears it.
+    With ``record=True`` the output of every level of the last forward with gradients enabled
+    (intermediate ones as the next level saw them) is kept in :attr:`outputs`, for per-level
+    regularisers; the caller clears it. Evaluation (no grad) keeps nothing.
     """
 
     def __init__(
@@ -81,7 +81,7 @@ class Recursion(nn.Module):
             x = self.nets[min(level, len(self.nets) - 1)](x)
             if level < self.levels - 1:
                 x = self.between(x)
-            if self.record:
+            if self.record and torch.is_grad_enabled():
                 self.outputs.append(x)
         return x
 
