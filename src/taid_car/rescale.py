@@ -635,6 +635,9 @@ def check_output_folder(output: str | None) -> None:
 def configure_logging() -> None:
     """INFO messages of this module on stderr (once), as ``rescale: <message>``."""
     log.setLevel(logging.INFO)
+    for handler in log.handlers:  # called again in one process: write to the stderr of now
+        if getattr(handler, "_taid_car_rescale", False):
+            handler.setStream(sys.stderr)
     if not any(getattr(h, "_taid_car_rescale", False) for h in log.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("rescale: %(message)s"))
