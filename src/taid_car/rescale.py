@@ -637,7 +637,7 @@ def configure_logging() -> None:
     log.setLevel(logging.INFO)
     for handler in log.handlers:  # called again in one process: write to the stderr of now
         if getattr(handler, "_taid_car_rescale", False):
-            handler.setStream(sys.stderr)
+            handler.stream = sys.stderr  # not setStream: it flushes the old one, maybe closed
     if not any(getattr(h, "_taid_car_rescale", False) for h in log.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("rescale: %(message)s"))
