@@ -35,6 +35,7 @@ from taid_car.data.datamodule import split_holdout
 from taid_car.data.datasets import BenchmarkDataset, NoImageLargeEnough
 from taid_car.data.io import list_images
 from taid_car.models.bicubic import BicubicDownscaler, BicubicUpscaler
+from taid_car.models.recursive import recursion_levels
 from taid_car.models.trained import TrainedPair, load_pair
 from taid_car.scoring.benchmark import evaluate_set
 from taid_car.scoring.pipeline import rescale_and_score
@@ -93,10 +94,14 @@ def score_all(pairs: dict[str, TrainedPair], data: Path, done: list[dict]) -> li
 
 
 def _reaches(pair: TrainedPair, scale: int) -> bool:
-    unit, n = pair.scale, 0
-    while unit**n < scale:
-        n += 1
-    return unit**n == scale
+    """Whether ``scale`` is the pair's own scale or a power of it (:func:`recursion_levels`)."""
+    if scale == pair.scale:
+        return True
+    try:
+        recursion_levels(scale, pair.scale)
+    except ValueError:
+        return False
+    return True
 
 
 def write_tables(rows: list[dict], out: Path) -> None:
