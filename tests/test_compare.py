@@ -21,6 +21,7 @@ from taid_car.crops import main as crops_main
 from taid_car.data.io import read_image
 from taid_car.run import train
 from taid_car.runs import NoRunsError, collect_runs, read_metrics_csv
+from taid_car.runs import tested_checkpoint as checkpoint_tested_with
 from taid_car.scoring.metrics import psnr_y
 from test_run import compose_run
 
@@ -197,6 +198,18 @@ def test_metrics_csv_versions_are_merged(tmp_path):
         (tmp_path / "csv" / f"version_{version}").mkdir(parents=True)
         (tmp_path / "csv" / f"version_{version}" / "metrics.csv").write_text(text)
     assert read_metrics_csv(tmp_path)["train/loss"] == [(0.0, 1.0), (1.0, 0.8), (2.0, 0.7)]
+
+
+def test_tested_checkpoint_is_the_kept_one_never_the_resume_point(tmp_path):
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "last.ckpt").touch()
+    (folder / "periodic.ckpt").touch()
+    assert checkpoint_tested_with(tmp_path / "run").name == "last.ckpt"
+    (folder / "step750-psnr29.10.ckpt").touch()
+    assert checkpoint_tested_with(tmp_path / "run").name == "step750-psnr29.10.ckpt"
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        checkpoint_tested_with(tmp_path / "empty")
 
 
 def test_no_runs_is_a_clear_error(tmp_path, capsys):
