@@ -42,7 +42,8 @@ def collect(runs: Path) -> list[dict]:
         metrics = read_metrics_csv(run)
         ckpt = tested_checkpoint(run)
         step = int(re.search(r"step(\d+)", ckpt.name).group(1))
-        holdout = {key: dict(metrics.get(f"val/{HOLDOUT}/{key}", [])).get(step)
+        # the CSV logger stamps a validation run after n optimiser steps with step n - 1
+        holdout = {key: {int(s) + 1: v for s, v in metrics.get(f"val/{HOLDOUT}/{key}", [])}.get(step)
                    for key in ("psnr_rgb", "ssim_rgb", "lr_psnr_y")}
         tests = {r["set_name"]: r for r in read_json(run / "results.json")}
         rows.append({"run": run.name, "lambda": lambda_of(run), "step": step, "holdout": holdout, "tests": tests,

@@ -37,6 +37,7 @@ from taid_car.data.io import list_images
 from taid_car.models.bicubic import BicubicDownscaler, BicubicUpscaler
 from taid_car.models.recursive import recursion_levels
 from taid_car.models.trained import TrainedPair, load_pair
+from taid_car.runs import tested_checkpoint
 from taid_car.scoring.benchmark import evaluate_set
 from taid_car.scoring.pipeline import rescale_and_score
 
@@ -55,11 +56,10 @@ def methods(runs: Path) -> dict[str, TrainedPair]:
         "TAID x4 end-to-end (λ=0.01), n times": "taid_x4_recursive_g0.01",
     }
     for label, run in named.items():
-        ckpt = runs / run / "checkpoints" / "last.ckpt"
-        if ckpt.is_file():
-            found[label] = load_pair(ckpt)
+        if (runs / run / "checkpoints" / "last.ckpt").is_file():
+            found[label] = load_pair(tested_checkpoint(runs / run))  # the one its T91 hold-out kept
         else:
-            print(f"{ckpt} missing: {label} left out")
+            print(f"{runs / run} has no checkpoints: {label} left out")
     return found
 
 
