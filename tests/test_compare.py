@@ -205,6 +205,7 @@ def test_tested_checkpoint_is_the_kept_one_never_the_resume_point(tmp_path):
     folder.mkdir(parents=True)
     (folder / "last.ckpt").touch()
     (folder / "periodic.ckpt").touch()
+    (folder / "interrupted.ckpt").touch()
     assert checkpoint_tested_with(tmp_path / "run").name == "last.ckpt"
     (folder / "step750-psnr29.10.ckpt").touch()
     assert checkpoint_tested_with(tmp_path / "run").name == "step750-psnr29.10.ckpt"

@@ -176,9 +176,9 @@ def read_metrics_csv(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
 
 def tested_checkpoint(run_dir: Path) -> Path:
     """The checkpoint a run was tested with: the best one its validation kept, else ``last.ckpt``
-    (``periodic.ckpt``, the resume point, is never the tested one)."""
+    (``periodic.ckpt`` and ``interrupted.ckpt``, the resume points, are never the tested one)."""
     folder = run_dir / "checkpoints"
-    rolling = ("last.ckpt", "periodic.ckpt")
+    rolling = ("last.ckpt", "periodic.ckpt", "interrupted.ckpt")
     kept = sorted(p for p in folder.glob("*.ckpt") if p.name not in rolling) if folder.is_dir() else []
     if kept:
         return kept[-1]
