@@ -56,10 +56,10 @@ def methods(runs: Path) -> dict[str, TrainedPair]:
         "TAID x4 end-to-end (λ=0.01), n times": "taid_x4_recursive_g0.01",
     }
     for label, run in named.items():
-        if (runs / run / "checkpoints" / "last.ckpt").is_file():
+        try:
             found[label] = load_pair(tested_checkpoint(runs / run))  # the one its T91 hold-out kept
-        else:
-            print(f"{runs / run} has no checkpoints: {label} left out")
+        except FileNotFoundError as err:
+            print(f"{err}: {label} left out")
     return found
 
 
