@@ -18,8 +18,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import torch
 
+from taid_car.models.trained import read_run_checkpoint
 from taid_car.runs import find_run_dirs, read_metrics_csv, read_overrides
 
 COLUMN = "val/T91_holdout/psnr_y"
@@ -29,7 +29,7 @@ def start_step(run: Path) -> int:
     """Steps the run's upscaler was trained before this run (0 without ``upscaler.init_from``)."""
     for override in read_overrides(run):
         if override.startswith("upscaler.init_from="):
-            ckpt = torch.load(override.split("=", 1)[1], map_location="cpu", weights_only=False)
+            ckpt, _ = read_run_checkpoint(override.split("=", 1)[1])  # weights_only=True, as everywhere
             return int(ckpt["global_step"])
     summary = run.parent / "run.json"
     if run.name == "baseline" and summary.is_file():  # a run's own baseline starts where it did

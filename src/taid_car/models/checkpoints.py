@@ -34,27 +34,52 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be read, or does not fit the module / the run (keys, shapes, config)."""
 
 
-def read_checkpoint_file(path: str | os.PathLike, weights_only: bool = True):
-    """``torch.load(path)`` on the CPU. ``weights_only=False`` only for the suite's own
-    checkpoints (Lightning's, which hold plain Python objects). Raises FileNotFoundError for a
-    missing file and :class:`CheckpointError` naming the file for anything unreadable."""
+class CheckpointNotFound(CheckpointError, FileNotFoundError):
+    """No file at a checkpoint path (or no loadable checkpoint where one was looked for)."""
+
+
+def read_checkpoint_file(path: str | os.PathLike):
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors, containers and plain Python
+    values only, so a file can never run code when loaded (files are untrusted; the suite's own
+    checkpoints, Lightning's included, hold nothing else). Raises :class:`CheckpointNotFound`
+    for a missing file and :class:`CheckpointError` naming the file for anything unreadable,
+    a pickled object that is not plain data included."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise CheckpointNotFound(f"checkpoint {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
     try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any failure to read is the same answer: not a checkpoint
-        error = CheckpointError(f"{path}: not a readable checkpoint ({_reason(err)})")
-        error.reason = _reason(err)
+        reason = _reason(err, path)
+        error = CheckpointError(f"{path}: not a readable checkpoint ({reason})")
+        error.reason = reason
         raise error from err
 
 
-def _reason(err: Exception) -> str:
-    """The underlying reason of a failed ``torch.load``, without torch's advice to unpickle."""
+#: how a file written by ``torch.save`` starts: a zip archive, or a legacy pickle (protocol 2+)
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _reason(err: Exception, path: Path) -> str:
+    """The underlying reason of a failed ``torch.load``, without torch's advice to unpickle
+    (and, for a file that is no torch file at all, that instead of the unpickler's internals)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        head = b"PK\x03\x04"
+    if not head.startswith(_TORCH_MAGIC):
+        return f"not a file written by torch.save: it starts with {head!r}, not a zip archive or a pickle"
     text = str(err).strip()
     marker = "WeightsUnpickler error:"
     if marker in text:  # weights_only=True: keep the unpickler's reason, drop the advice
         text = text.split(marker, 1)[1].strip()
+    elif text.startswith("Weights only load failed"):  # the reason is the paragraph without advice
+        kept = [p.strip() for p in text.split("\n\n")[1:]
+                if p.strip() and "weights_only" not in p and not p.strip().startswith(("Check the documentation", "Please file"))]
+        text = kept[0] if kept else "it holds pickled objects that are not plain data"
+        return (f"refused to unpickle code or objects: {' '.join(text.split()).rstrip('.')}; "
+                f"only tensors and plain values are loaded")
     first = text.splitlines()[0].strip() if text else ""
     return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
@@ -75,7 +100,7 @@ def _read(source: str | os.PathLike | Mapping[str, torch.Tensor]) -> tuple[dict,
     if isinstance(source, Mapping):
         return dict(source), "<state dict>"
     path = Path(source)
-    obj = read_checkpoint_file(path, weights_only=True)
+    obj = read_checkpoint_file(path)
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):

@@ -1,8 +1,13 @@
 """A trained pair rebuilt from a ``taid_car.run`` checkpoint: the one place that reads one.
 
 The checkpoint records its run config (``taid_car_config``); the modules are instantiated
-from it and get their weights. Used by ``evaluate``, ``rescale``, ``crops`` and
+from it and get their weights. Used by ``evaluate``, ``rescale``, ``crops``, resuming and
 ``upscaler.init_from``. Imports no Lightning.
+
+A checkpoint is untrusted: it is read with ``weights_only=True``
+(:func:`~taid_car.models.checkpoints.read_checkpoint_file`), and its saved config may only name
+the suite's own modules: every ``_target_`` in it is checked by :func:`check_targets` before
+anything is imported from elsewhere or called.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from taid_car.models.checkpoints import read_checkpoint_file
+from taid_car.models.checkpoints import CheckpointError, read_checkpoint_file
 from taid_car.models.downscaler import Downscaler, crop_multiple
 
 
@@ -79,21 +84,74 @@ def load_trained_pair(ckpt_path: str | Path) -> tuple[nn.Module, nn.Module, dict
     from hydra.utils import instantiate
 
     path = Path(ckpt_path)
-    checkpoint, config = _read_run_checkpoint(path)
-    downscaler = instantiate(config["model"]["downscaler"])
-    upscaler = instantiate(config["upscaler"]["net"])
+    checkpoint, config = read_run_checkpoint(path)
+    nodes = {}
+    for key in (("model", "downscaler"), ("upscaler", "net")):
+        node = config.get(key[0], {}).get(key[1]) if isinstance(config.get(key[0]), dict) else None
+        if not isinstance(node, dict):
+            raise CheckpointError(f"{path}: its saved config has no {'.'.join(key)} to rebuild the pair from")
+        check_targets(node, f"{path}: saved config {'.'.join(key)}")
+        nodes[key[0]] = node
+    downscaler = instantiate(nodes["model"])
+    upscaler = instantiate(nodes["upscaler"])
     for prefix, module in (("downscaler.", downscaler), ("upscaler.", upscaler)):
         _load_part(module, checkpoint, prefix, path)
     return downscaler, upscaler, config
 
 
-def _read_run_checkpoint(path: Path) -> tuple[dict, dict]:
-    """(checkpoint, its run config) of a ``taid_car.run`` checkpoint; errors name the file."""
-    checkpoint = read_checkpoint_file(path, weights_only=False)
+def read_run_checkpoint(path: str | Path) -> tuple[dict, dict]:
+    """(checkpoint, its run config) of a ``taid_car.run`` checkpoint, read with
+    ``weights_only=True``: resuming, ``ckpt_path=last``, ``evaluate``, ``rescale`` and
+    ``upscaler.init_from`` all read through here. :class:`CheckpointError` naming the file for
+    anything else (a missing file: :class:`~taid_car.models.checkpoints.CheckpointNotFound`)."""
+    path = Path(path)
+    checkpoint = read_checkpoint_file(path)
     config = checkpoint.get("taid_car_config") if isinstance(checkpoint, dict) else None
-    if not config:
-        raise ValueError(f"{path}: not a taid_car checkpoint (no 'taid_car_config' entry)")
+    if not isinstance(config, dict) or not config:
+        raise CheckpointError(f"{path}: not a taid_car checkpoint (no 'taid_car_config' entry)")
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: not a taid_car checkpoint (no 'state_dict' entry)")
     return checkpoint, config
+
+
+#: factory functions a saved config may name besides the suite's ``nn.Module`` classes
+TRUSTED_FACTORIES = ("taid_car.models.edsr.build_edsr",)
+
+
+def check_targets(node, where: str) -> None:
+    """Refuse (:class:`CheckpointError`) a config that would make ``hydra.utils.instantiate``
+    call anything but the suite's own modules: every ``_target_`` at any depth must name a
+    ``torch.nn.Module`` subclass defined in ``taid_car`` or one of :data:`TRUSTED_FACTORIES`.
+    Only ``taid_car`` modules are imported to check; nothing is called."""
+    if isinstance(node, dict):
+        if "_target_" in node:
+            _check_target(node["_target_"], where)
+        for value in node.values():
+            check_targets(value, where)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            check_targets(value, where)
+
+
+def _check_target(target, where: str) -> None:
+    from hydra.utils import get_object
+
+    refused = CheckpointError(
+        f"{where}: _target_ {target!r} is not one of the suite's modules (taid_car nn.Module classes "
+        f"or {', '.join(TRUSTED_FACTORIES)}); refusing to build it from an untrusted file")
+    if not isinstance(target, str) or not target.startswith("taid_car."):
+        raise refused  # checked first: only taid_car modules are ever imported below
+    try:
+        obj = get_object(target)  # how instantiate will resolve it
+    except Exception:  # noqa: BLE001 (whatever fails to resolve is refused)
+        raise refused from None
+    defined_in = getattr(obj, "__module__", None) or ""
+    if isinstance(obj, type):
+        trusted = issubclass(obj, nn.Module) and defined_in.startswith("taid_car.")
+    else:
+        trusted = callable(obj) and f"{defined_in}.{getattr(obj, '__qualname__', '')}" in TRUSTED_FACTORIES
+    if not trusted:
+        raise refused
 
 
 def _load_part(module: nn.Module, checkpoint: dict, prefix: str, path: Path) -> None:
@@ -102,17 +160,17 @@ def _load_part(module: nn.Module, checkpoint: dict, prefix: str, path: Path) -> 
     try:
         module.load_state_dict(part)
     except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not fit the saved config's {prefix[:-1]}: {err}") from err
+        raise CheckpointError(f"{path}: weights do not fit the saved config's {prefix[:-1]}: {err}") from err
 
 
 def init_upscaler_from(upscaler: nn.Module, ckpt_path: str | Path, upscaler_name: str, scale: int) -> dict:
     """Load the upscaler weights of another run's checkpoint (e.g. a ``model=bicubic`` run) into
     ``upscaler``; refuses a checkpoint trained with another upscaler or scale. Returns its config."""
     path = Path(ckpt_path)
-    checkpoint, config = _read_run_checkpoint(path)
+    checkpoint, config = read_run_checkpoint(path)
     theirs = (config.get("upscaler", {}).get("name"), config.get("scale"))
     if theirs != (upscaler_name, int(scale)):
-        raise ValueError(
+        raise CheckpointError(
             f"upscaler.init_from={path}: that checkpoint was trained with upscaler={theirs[0]} "
             f"scale={theirs[1]}; this run is upscaler={upscaler_name} scale={scale}"
         )
