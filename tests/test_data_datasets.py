@@ -327,5 +327,5 @@ def test_training_images_that_cannot_be_read_raise_or_are_skipped(tmp_path, cach
     (folder / "good.png").unlink()
     with pytest.warns(UserWarning), pytest.raises(ValueError, match="no training image left: all 2 cannot be read"):
         TrainPatchDataset(folder, 16, 2, cache=cache, on_error="skip")
-    with pytest.raises(ValueError, match="data.on_error must be one of"):
+    with pytest.raises(ValueError, match="data.on_error=.ignore.: must be one of raise, skip"):
         TrainPatchDataset(folder, 16, 2, on_error="ignore")

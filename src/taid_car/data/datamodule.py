@@ -14,6 +14,7 @@ from taid_car.errors import UsageError
 
 from .datasets import BenchmarkDataset, TrainPatchDataset
 from .io import list_images
+from .sampling import PatchSampler
 from .sources import open_test_sets, resolve_set_specs, resolve_train_source
 
 
@@ -47,6 +48,11 @@ class RescaleDataModule(L.LightningDataModule):
             file-name order) and validate on them as ``<folder>_holdout``, before ``val_sets``.
         root: the folder that set names in ``val_sets`` / ``test_sets`` lists are looked up in
             (the configs pass ``${data_root}``).
+        seed: seeds the order, crops and flips of the training patches
+            (:class:`~taid_car.data.sampling.PatchSampler`; the configs pass the run's ``${seed}``;
+            None: a random one, kept in checkpoints). A run resumed from a checkpoint continues
+            with the batch after the ones it had consumed, so it trains on what the
+            uninterrupted run would.
     """
 
     def __init__(
@@ -67,8 +73,10 @@ class RescaleDataModule(L.LightningDataModule):
         holdout: int = 0,
         root: str | None = None,
         on_error: str = "raise",
+        seed: int | None = None,
     ) -> None:
         super().__init__()
+        self.seed = int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item())
         patch_size = int(lr_patch_size) * int(scale)
         self.lr_patch_size = int(lr_patch_size)
         if train is None:
@@ -145,11 +153,24 @@ class RescaleDataModule(L.LightningDataModule):
         return list(self.test_specs)
 
     def train_dataloader(self) -> DataLoader:
+        """Patches in :class:`~taid_car.data.sampling.PatchSampler` order, starting after the
+        ``global_step × accumulate_grad_batches`` batches a resumed run has already consumed."""
+        sampler = PatchSampler(len(self.train_set), self.batch_size, self.seed)
+        trainer = self.trainer
+        if trainer is not None and trainer.global_step:
+            sampler.resume(trainer.global_step * trainer.accumulate_grad_batches)
         return DataLoader(
-            self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
+            self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True,
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(self.seed),  # worker seeds: not from the global RNG
         )
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.seed = int(state_dict.get("seed", self.seed))
 
     def _whole_images(self, sets: Mapping[str, Dataset]) -> list[DataLoader]:
         """Batch size 1 (sizes differ). Under DDP each image goes to exactly one rank (no

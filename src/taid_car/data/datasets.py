@@ -259,8 +259,8 @@ class TrainPatchDataset(Dataset):
     lists the skipped files with their reasons and count (an error if none is left). With
     ``cache=True`` all images are decoded then and kept at their stored bit depth (uint8: 3 bytes
     per pixel), so nothing is decoded, and nothing can fail, during an epoch. Crops and
-    augmentations draw from torch's global RNG, so they follow ``torch.manual_seed`` and
-    DataLoader worker seeding.
+    augmentations draw from the seed of an ``(index, seed)`` key (training:
+    :class:`~taid_car.data.sampling.PatchSampler`), or from torch's global RNG for a plain index.
 
     Items: ``{"hr": (3, P, P) float32 RGB in [0, 1], "name": str, "is_gray": bool}``.
     """
@@ -280,7 +280,9 @@ class TrainPatchDataset(Dataset):
         if int(scale) != scale or scale < 1:
             raise ValueError(f"scale must be a positive integer, got {scale!r}")
         if on_error not in ON_ERROR:
-            raise ValueError(f"data.on_error must be one of {ON_ERROR}, got {on_error!r}")
+            from taid_car.errors import ConfigError
+
+            raise ConfigError(f"data.on_error={on_error!r}: must be one of {', '.join(ON_ERROR)}")
         if int(patch_size) != patch_size or patch_size < 1 or patch_size % scale:
             raise ValueError(
                 f"patch_size ({patch_size}) must be a positive multiple of scale ({scale})"
@@ -351,13 +353,13 @@ class TrainPatchDataset(Dataset):
                 stacklevel=2,
             )
         if not self._sources:
+            where = source if isinstance(source, (str, Path)) else "training images"
             if unreadable and not skipped:
-                raise ValueError(f"no training image left: all {len(items)} cannot be read "
-                                 f"({'; '.join(unreadable)})")
-            raise ValueError(
-                f"every image is smaller than the {self.patch_size}x{self.patch_size} "
-                f"needed for {what}" + (f", or cannot be read ({'; '.join(unreadable)})" if unreadable else "")
-            )
+                raise ImageError(where, f"no training image left: all {len(items)} cannot be read "
+                                        f"({'; '.join(unreadable)}); fix or remove them, or train on other images")
+            raise ImageError(where, f"every image is smaller than the {self.patch_size}x{self.patch_size} "
+                                    f"needed for {what}"
+                                    + (f", or cannot be read ({'; '.join(unreadable)})" if unreadable else ""))
 
     @property
     def names(self) -> list[str]:
@@ -384,21 +386,26 @@ class TrainPatchDataset(Dataset):
             )
         return raw
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """Item ``key``: an index (crop and augmentation from torch's global RNG) or an
+        ``(index, sample seed)`` pair from :class:`~taid_car.data.sampling.PatchSampler` (drawn
+        from a generator seeded with it: the same patch whenever the pair is asked for)."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} patches")
+        generator = None if seed is None else torch.Generator().manual_seed(int(seed))
         i = index % self.num_images
         raw = self._raw(i)
         h, w = raw.array.shape[:2]
         p = self.patch_size
-        top = int(torch.randint(0, h - p + 1, ()).item())
-        left = int(torch.randint(0, w - p + 1, ()).item())
+        top = int(torch.randint(0, h - p + 1, (), generator=generator).item())
+        left = int(torch.randint(0, w - p + 1, (), generator=generator).item())
         crop = np.ascontiguousarray(raw.array[top : top + p, left : left + p])
         hr = torch.from_numpy(crop.astype(np.float32, copy=False)).permute(2, 0, 1)
         if raw.max_value != 1.0:
             hr = hr / float(raw.max_value)
         if self.augment:
-            hr = dihedral(hr, int(torch.randint(0, 8, ()).item()))
+            hr = dihedral(hr, int(torch.randint(0, 8, (), generator=generator).item()))
         return {"hr": hr.contiguous(), "name": self._sources[i].name, "is_gray": raw.is_gray}
 
 
