@@ -16,6 +16,13 @@ class UsageError(Exception):
     """A problem with the command as given (an option, a value, a file): exit status 2."""
 
 
+class TrainingDiverged(RuntimeError):
+    """Training met a non-finite loss, gradient or validation score: reported in one line,
+    exit status 3 (the settings, not the input files, are at fault)."""
+
+    exit_code = 3
+
+
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Every error type that means "the input is wrong" rather than "the suite is broken"."""
     from taid_car.data.download import ChecksumError, DatasetNotFoundError
@@ -24,7 +31,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from taid_car.models.checkpoints import CheckpointError
 
     return (UsageError, ImageError, DatasetNotFoundError, ChecksumError, SetSpecError, CheckpointError,
-            FileExistsError)
+            FileExistsError, TrainingDiverged)
 
 
 def user_error(err: BaseException) -> BaseException | None:
@@ -44,7 +51,8 @@ def one_line(err: BaseException) -> str:
 
 @contextlib.contextmanager
 def reported(prog: str):
-    """Run the body; a user error becomes ``<prog>: error: <message>`` on stderr and exit 2."""
+    """Run the body; a user error becomes ``<prog>: error: <message>`` on stderr and exit 2
+    (3 for :class:`TrainingDiverged`)."""
     try:
         yield
     except Exception as err:
@@ -52,7 +60,7 @@ def reported(prog: str):
         if found is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"{prog}: error: {one_line(found)}", file=sys.stderr)
-        raise SystemExit(USAGE_EXIT) from None
+        raise SystemExit(getattr(found, "exit_code", USAGE_EXIT)) from None
 
 
 class ConfigError(UsageError, ValueError):

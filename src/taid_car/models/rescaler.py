@@ -9,23 +9,39 @@ error, not silently dropped.
 Validation and test run per benchmark set (one dataloader each) and log
 ``{stage}/{set}/{metric}``: Y PSNR/SSIM of SR vs HR, LR fidelity vs bicubic LR, and at test time
 RGB PSNR and the Bicubic & Bicubic reference. Swapping CAR for TAID is a config choice.
+
+A non-finite loss or gradient (checked after backward, before the optimiser step, on every
+rank alike) stops training with :class:`~taid_car.errors.TrainingDiverged` naming the step and
+the loss terms (``on_nonfinite="stop"``), or skips that update (``"skip"``: no parameter
+changes, at most ``max_skipped_in_row`` in a row). Checkpoints keep the RNG states, so a
+resumed run draws what the uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric, MetricCollection
 
+from taid_car.errors import ConfigError, TrainingDiverged
 from taid_car.models.downscaler import Downscaler
 from taid_car.models.quantize import quantize_8bit
 from taid_car.scoring.pipeline import TASK_SCORES, rescale_and_score, task_of
 from taid_car.scoring.results import SetResult
+
+log = logging.getLogger(__name__)
+
+#: what a non-finite loss or gradient does: stop the run, or skip that optimiser step
+ON_NONFINITE = ("stop", "skip")
 
 #: per task, the scores logged at every validation (test logs all of the task's scores)
 VAL_SCORES = {"resize": ("psnr_y", "ssim_y", "lr_psnr_y"), "colorize": ("psnr_rgb", "ssim_rgb", "psnr_y", "lr_psnr_y")}
@@ -73,6 +89,9 @@ class Rescaler(L.LightningModule):
         config: the run's resolved config, saved in checkpoints to rebuild the modules.
         downscaler_lr_scale: the downscaler's learning rate is the optimiser's times this
             (its own parameter group; the scheduler scales both groups alike).
+        on_nonfinite: ``stop`` (default): a non-finite loss or gradient ends training with
+            :class:`~taid_car.errors.TrainingDiverged`; ``skip``: that step changes nothing
+            (its gradients are dropped), up to ``max_skipped_in_row`` steps in a row.
     """
 
     def __init__(
@@ -89,8 +108,15 @@ class Rescaler(L.LightningModule):
         method: str = "",
         config: dict | None = None,
         downscaler_lr_scale: float = 1.0,
+        on_nonfinite: str = "stop",
+        max_skipped_in_row: int = 20,
     ) -> None:
         super().__init__()
+        if on_nonfinite not in ON_NONFINITE:
+            raise ConfigError(f"on_nonfinite={on_nonfinite!r}: must be one of {', '.join(ON_NONFINITE)}")
+        self.on_nonfinite, self.max_skipped_in_row = on_nonfinite, int(max_skipped_in_row)
+        self.skipped_steps, self._skipped_in_row = 0, 0
+        self._last_terms: dict[str, torch.Tensor] = {}
         if not isinstance(downscaler, Downscaler):
             raise TypeError(
                 f"downscaler must be a taid_car.models.downscaler.Downscaler (forward, "
@@ -131,12 +157,54 @@ class Rescaler(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         terms = self.compute_losses(batch["hr"])
+        self._last_terms = {name: value.detach() for name, value in terms.items()}
         if self._logging_step():
             batch_size = batch["hr"].shape[0]
             for name, value in terms.items():
                 self.log(f"train/{name}", value.detach(), prog_bar=name == "loss", batch_size=batch_size)
             self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)
         return terms["loss"]
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """After backward (before clipping and the update): a non-finite loss term or gradient
+        stops training or, with ``on_nonfinite=skip``, drops this step's gradients so the
+        optimiser changes nothing. Decided alike on every rank."""
+        problem = self._non_finite()
+        bad = self.trainer.strategy.reduce_boolean_decision(problem is not None, all=False)
+        if not bad:
+            self._skipped_in_row = 0
+            return
+        problem = problem or "non-finite values on another rank"
+        if self.on_nonfinite == "skip" and self._skipped_in_row < self.max_skipped_in_row:
+            for group in optimizer.param_groups:
+                for param in group["params"]:
+                    param.grad = None  # torch optimisers leave parameters without gradients alone
+            self.skipped_steps += 1
+            self._skipped_in_row += 1
+            log.warning("step %d skipped (on_nonfinite=skip): %s", self.trainer.global_step + 1, problem)
+            self.log("train/skipped_steps", float(self.skipped_steps), batch_size=1)
+            return
+        raise TrainingDiverged(self._divergence_message(problem, optimizer))
+
+    def _non_finite(self) -> str | None:
+        """What is not finite in the last step (loss terms, then the first gradient), or None."""
+        terms = self._last_terms
+        if terms and not all(bool(torch.isfinite(v)) for v in terms.values()):
+            return "non-finite loss: " + ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        for name, param in self.named_parameters():
+            if param.grad is not None and not bool(torch.isfinite(param.grad).all()):
+                shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+                return f"non-finite gradient of {name} ({shown})"
+        return None
+
+    def _divergence_message(self, problem: str, optimizer: torch.optim.Optimizer) -> str:
+        step = self.trainer.global_step + 1
+        skipped = (f" after {self._skipped_in_row} skipped step(s) in a row" if self._skipped_in_row else "")
+        last = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or ""
+        return (f"training diverged at step {step}{skipped}: {problem}; no checkpoint was saved for it"
+                f"{f' (last good: {last})' if last else ''}. Try a lower optimizer.lr (now "
+                f"{optimizer.param_groups[0]['lr']:g}), gradient clipping (trainer.gradient_clip_val=10) "
+                f"or on_nonfinite=skip")
 
     def _logging_step(self) -> bool:
         """Training scalars are only written every ``log_every_n_steps``: skip the work otherwise."""
@@ -197,6 +265,11 @@ class Rescaler(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         rows = self._log_sets("val", self.val_set_names, self.val_metrics)
         if rows:  # the first set's headline (Y PSNR; RGB PSNR for colorization) drives checkpoints
+            if not math.isfinite(rows[0][self.headline]) and not self.trainer.sanity_checking:
+                raise TrainingDiverged(
+                    f"training diverged by step {self.trainer.global_step}: validation {rows[0]['set_name']} "
+                    f"{self.headline} = {rows[0][self.headline]}; no checkpoint was saved for it. Try a lower "
+                    f"optimizer.lr, gradient clipping (trainer.gradient_clip_val=10) or on_nonfinite=skip")
             self.log(f"val/{self.headline}", rows[0][self.headline], prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
@@ -215,6 +288,42 @@ class Rescaler(L.LightningModule):
             "downscaler": count_parameters(self.downscaler),
             "upscaler": count_parameters(self.upscaler),
         }
+        checkpoint["taid_car_rng"] = rng_states()
+        checkpoint["taid_car_skipped_steps"] = self.skipped_steps
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resuming: the RNG states of the moment the checkpoint was saved, so whatever the
+        training step draws (noise, sampling) continues as in the uninterrupted run."""
+        if "taid_car_rng" in checkpoint:
+            set_rng_states(checkpoint["taid_car_rng"])
+        self.skipped_steps = int(checkpoint.get("taid_car_skipped_steps", 0))
+
+
+def rng_states() -> dict:
+    """Python, NumPy, torch (CPU and every CUDA device) RNG states as tensors and plain values
+    (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    """Restore what :func:`rng_states` recorded."""
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy = states["numpy"]
+    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
+                         numpy["has_gauss"], numpy["cached"]))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def resolve_loss_weights(weights: dict[str, float] | None, downscaler: Downscaler) -> dict[str, float]:

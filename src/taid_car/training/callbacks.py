@@ -4,6 +4,8 @@ step timer (wall time per step, peak CUDA memory) written as JSON."""
 from __future__ import annotations
 
 import json
+import logging
+import shlex
 import statistics
 import time
 from pathlib import Path
@@ -15,6 +17,8 @@ from lightning.pytorch.loggers import WandbLogger
 
 from taid_car.data.io import save_image
 from taid_car.scoring.pipeline import Rescaled, rescale_and_score
+
+log = logging.getLogger(__name__)
 
 PANEL_CAPTIONS = ("HR", "LR (nearest)", "SR", "bicubic LR (nearest)", "bicubic SR")
 #: colorization's panels (no fixed reference pair: its baseline is a trained run)
@@ -155,7 +159,9 @@ class StepTimer(L.Callback):
 
 class SaveOnException(L.Callback):
     """On Ctrl-C or an error during training, save the state to ``<dirpath>/<filename>.ckpt`` (a
-    resume point even before the first validation; ``ckpt_path=last`` picks it up).
+    resume point even before the first validation; ``ckpt_path=last`` picks it up) and say how
+    to resume. Not when training diverged (that state would diverge again: the last validated
+    checkpoint is the resume point) nor when a checkpoint could not be written.
 
     Lightning's own ``OnExceptionCheckpoint`` also turns every ``fit(ckpt_path=None)`` into
     ``ckpt_path="last"`` (a silent auto-resume, with warnings on each fresh run); resuming here is
@@ -166,5 +172,31 @@ class SaveOnException(L.Callback):
         self.path = Path(dirpath) / f"{filename}.ckpt"
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if trainer.state.fn == "fit" and trainer.global_step > 0:
+        from taid_car.errors import TrainingDiverged
+        from taid_car.training.checkpoints import CheckpointWriteError, NonFiniteCheckpoint
+
+        if trainer.state.fn != "fit" or trainer.global_step == 0:
+            return
+        if isinstance(exception, (TrainingDiverged, NonFiniteCheckpoint, CheckpointWriteError)):
+            return
+        try:
             trainer.save_checkpoint(self.path)
+        except Exception as err:  # noqa: BLE001 (never hide the original error behind this one)
+            log.warning("could not save %s: %s", self.path, err)
+            return
+        if trainer.is_global_zero:
+            log.warning("%s at step %d: saved %s; resume with: %s",
+                        "interrupted" if isinstance(exception, KeyboardInterrupt) else "stopped by an error",
+                        trainer.global_step, self.path, resume_command(self.path.parent.parent))
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command line that resumes the run in ``run_dir`` with this run's overrides."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = []
+    if HydraConfig.initialized():  # outside Hydra: the bare command
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
+    quoted = " ".join(shlex.quote(o) for o in overrides)
+    return (f"python -m taid_car.run {quoted}{' ' if quoted else ''}ckpt_path=last "
+            f"hydra.run.dir={shlex.quote(str(run_dir))}")

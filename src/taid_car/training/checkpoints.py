@@ -6,6 +6,11 @@ output folder), the commit is a *copy*, and a kill during it leaves a truncated 
 :class:`AtomicCheckpointIO` writes the temporary file in the destination folder, flushes and
 fsyncs it, and ``os.replace``s it over the target (then fsyncs the folder), so a checkpoint path
 always holds either the previous complete file or the new complete file.
+
+Reading goes through :func:`~taid_car.models.trained.read_run_checkpoint` (``weights_only=True``),
+Lightning's own resume included (:meth:`AtomicCheckpointIO.load_checkpoint`). A checkpoint whose
+weights are not finite is never written (:class:`NonFiniteCheckpoint`) nor picked by
+``ckpt_path=last``; a save that fails for lack of space or a file-size limit says so, naming the file.
 """
 
 from __future__ import annotations
@@ -19,38 +24,133 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from taid_car.models.checkpoints import CheckpointError, read_checkpoint_file
+from taid_car.errors import UsageError
+from taid_car.models.checkpoints import CheckpointError, CheckpointNotFound
+from taid_car.models.trained import read_run_checkpoint
 
 log = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".tmp"
 
 
+class NonFiniteCheckpoint(RuntimeError):
+    """A checkpoint holding NaN or infinite weights was about to be written."""
+
+
+class CheckpointWriteError(UsageError, OSError):
+    """A checkpoint could not be written (no space, a file-size limit, no permission)."""
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` whose local saves are atomic whatever ``TMPDIR`` is (remote URLs
-    keep Lightning's fsspec path)."""
+    keep Lightning's fsspec path), that refuses to save non-finite weights, and that reads
+    through :func:`~taid_car.models.trained.read_run_checkpoint` (``weights_only=True``)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        check_finite(checkpoint.get("state_dict", {}), Path(path))
         if storage_options is not None or "://" in str(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         save_atomically(checkpoint, Path(path))
 
+    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        return read_run_checkpoint(path)[0]
+
+
+def non_finite_entry(state_dict: dict) -> str | None:
+    """The first key of ``state_dict`` whose floating tensor holds NaN or ±inf (None if none)."""
+    for key, value in state_dict.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return key
+    return None
+
+
+def check_finite(state_dict: dict, path: Path) -> None:
+    """Raise :class:`NonFiniteCheckpoint` rather than write non-finite weights to ``path``."""
+    key = non_finite_entry(state_dict)
+    if key is not None:
+        raise NonFiniteCheckpoint(f"refusing to save {path}: its weights are not finite ({key}); "
+                                  f"the run diverged before this point")
+
 
 def save_atomically(obj: Any, path: Path) -> None:
-    """``torch.save(obj)`` to ``path`` via a temporary file beside it, fsync and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    """``torch.save(obj)`` to ``path`` via a temporary file beside it, fsync and ``os.replace``.
+    A failed write (no space left, a file-size limit, no permission) raises
+    :class:`CheckpointWriteError` naming ``path`` and the system's reason; the previous file at
+    ``path`` is kept and the temporary file removed."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as err:
+        raise _write_error(path, err) from err
+    handle = _RecordingWriter(os.fdopen(fd, "wb"))
+    try:
+        try:
+            with handle:
+                torch.save(obj, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            raise _write_error(path, err) from err
+        except RuntimeError as err:  # torch's writer hides the OS error under its own message
+            if handle.error is None:
+                raise
+            raise _write_error(path, handle.error) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _write_error(path: Path, err: OSError) -> CheckpointWriteError:
+    reason = err.strerror or str(err)
+    return CheckpointWriteError(
+        f"could not write checkpoint {path}: {reason}"
+        f"{f' (errno {err.errno})' if err.errno else ''}; the previous file there, if any, is intact: "
+        f"free space or raise the limit, then resume with ckpt_path=last")
+
+
+class _RecordingWriter:
+    """A binary file whose write errors are kept (``error``) before they reach torch's writer."""
+
+    def __init__(self, handle) -> None:
+        self._handle, self.error = handle, None
+
+    def write(self, data) -> int:
+        try:
+            return self._handle.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self._handle.close()
+        except OSError as err:
+            if exc[0] is None:
+                raise
+            self.error = self.error or err
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files killed saves left in ``folder`` (``.<name>.*.tmp``) and log
+    them; only call it while holding the run directory (nothing else is saving there)."""
+    stale = sorted(Path(folder).glob(f".*{TMP_SUFFIX}")) if Path(folder).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d temporary file(s) left by interrupted saves in %s: %s",
+                 len(stale), folder, ", ".join(p.name for p in stale))
+    return stale
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -67,14 +167,14 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def unreadable_reason(path: Path) -> str | None:
-    """Why ``path`` is not a loadable checkpoint (``None`` when it loads)."""
+    """Why ``path`` is not a checkpoint to resume from (``None`` when it is one): not readable
+    (with ``weights_only=True``), not the suite's, or holding non-finite weights."""
     try:
-        checkpoint = read_checkpoint_file(path, weights_only=False)
+        checkpoint, _ = read_run_checkpoint(path)
     except CheckpointError as err:
-        return getattr(err, "reason", str(err))
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        return "no 'state_dict' entry (not a Lightning checkpoint)"
-    return None
+        return getattr(err, "reason", None) or str(err).removeprefix(f"{path}: ")
+    key = non_finite_entry(checkpoint["state_dict"])
+    return None if key is None else f"non-finite weights ({key})"
 
 
 def latest_checkpoint(folder: Path) -> Path:
@@ -87,9 +187,10 @@ def latest_checkpoint(folder: Path) -> Path:
         reason = unreadable_reason(path)
         if reason is None:
             for bad, why in skipped:
-                log.warning("ckpt_path=last: skipped %s, not a readable checkpoint (%s)", bad, why)
+                log.warning("ckpt_path=last: skipped %s (%s)", bad, why)
             log.info("ckpt_path=last: resuming from %s", path)
             return path
         skipped.append((path, reason))
     found = "; ".join(f"{p.name} ({why})" for p, why in skipped) or "no *.ckpt files"
-    raise FileNotFoundError(f"ckpt_path=last: no readable checkpoint in {folder}: {found}")
+    raise CheckpointNotFound(f"ckpt_path=last: no checkpoint to resume from in {folder}: {found}; "
+                             f"drop ckpt_path to start the run anew, or give a checkpoint's path")
