@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from taid_car.run import train
 from test_run import compose_run
@@ -84,9 +84,25 @@ def test_wandb_offline_run_records_its_id_for_resume(tmp_path, monkeypatch):
 
     from taid_car.run import prepare_resume
 
-    cfg = compose_run([*overrides, f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"], tmp_path / "b")
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    cfg = compose_run([*overrides, f"ckpt_path={last}"], tmp_path)  # resuming the run in its own directory
     prepare_resume(cfg)
     assert cfg.logger.wandb.id == run_id and cfg.logger.wandb.resume == "allow"
+    assert "resumed_from" not in cfg
+
+
+def test_a_new_run_directory_started_from_a_checkpoint_is_a_new_wandb_run(tmp_path):
+    """Branching from another run's checkpoint: a new W&B id (syncing both never merges them),
+    and the source named in the config (``resumed_from``)."""
+    from taid_car.run import prepare_resume
+
+    ckpt = tmp_path / "old" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    config = OmegaConf.to_container(compose_run(["model=bicubic", "scale=2"], tmp_path / "old"), resolve=True)
+    torch.save({"state_dict": {}, "taid_car_config": config, "taid_car_wandb_id": "oldrun42"}, ckpt)
+    cfg = compose_run(["model=bicubic", "scale=2", "logger=wandb", f"ckpt_path={ckpt}"], tmp_path / "new")
+    prepare_resume(cfg)
+    assert cfg.logger.wandb.id is None and cfg.resumed_from == str(ckpt.resolve())
 
 
 def test_sweep_group_is_shared_in_multirun_only(tmp_path):
@@ -119,7 +135,11 @@ def test_multirun_failed_job_does_not_stop_the_sweep(tmp_path):
     proc = _run_cli(["-m", "model=bicubic", "scale=2", "data.test_sets.sample='/nowhere/set','builtin:test'",
                      "trainer.max_steps=1", "trainer.val_check_interval=1", "trainer.enable_progress_bar=false",
                      f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}"], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the sweep goes on, then lists the failed job with its reason and exits non-zero
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    summary = proc.stderr.strip().splitlines()[-2:]
+    assert summary[0] == f"sweep {sweep}: 1 of 2 job(s) failed:", summary
+    assert summary[1].startswith("  0: MissingFolderError: /nowhere/set: image folder does not exist"), summary
     failed, succeeded = sweep / "0", sweep / "1"
     assert "/nowhere/set" in (failed / "failed.txt").read_text()
     assert not (failed / "results.json").exists()

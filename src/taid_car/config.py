@@ -52,7 +52,7 @@ def register_resolvers() -> None:
     """``${lcm:a,b}``, ``${mul:a,b}`` for crop sizes, ``${sweep_group:}`` for W&B groups,
     ``${run_id:}`` for unique run directories."""
     if not OmegaConf.has_resolver("run_id"):
-        OmegaConf.register_new_resolver("run_id", run_id)
+        OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)  # a sweep's jobs see the launcher's
     if not OmegaConf.has_resolver("sweep_group"):
         OmegaConf.register_new_resolver("sweep_group", sweep_group)
     if not OmegaConf.has_resolver("lcm"):

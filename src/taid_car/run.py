@@ -25,10 +25,11 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from taid_car.config import CONFIG_DIR, check_scale
-from taid_car.errors import reported
-from taid_car.models.checkpoints import CheckpointError, read_checkpoint_file
+from taid_car.errors import one_line, reported
+from taid_car.models.checkpoints import CheckpointError
 from taid_car.models.rescaler import Rescaler, count_parameters
-from taid_car.models.trained import init_upscaler_from, method_name
+from taid_car.models.trained import init_upscaler_from, method_name, read_run_checkpoint
+from taid_car.rundir import held_run_dir, is_secondary_rank
 from taid_car.scoring.report import COLUMNS, markdown_table, print_results, write_results
 from taid_car.training.baseline import (
     baseline_config,
@@ -39,7 +40,7 @@ from taid_car.training.baseline import (
     pretrain_steps,
     wants_baseline,
 )
-from taid_car.training.checkpoints import AtomicCheckpointIO, latest_checkpoint
+from taid_car.training.checkpoints import AtomicCheckpointIO, latest_checkpoint, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ def build_rescaler(cfg: DictConfig, val_set_names=(), test_set_names=()) -> Resc
         method=method_name(cfg),
         config=OmegaConf.to_container(cfg, resolve=True),
         downscaler_lr_scale=cfg.model.get("downscaler_lr_scale", 1.0),
+        on_nonfinite=cfg.get("on_nonfinite") or "stop",
     )
 
 
@@ -76,25 +78,35 @@ def _instantiate_dict(group: DictConfig | None) -> list:
 
 def prepare_resume(cfg: DictConfig) -> None:
     """Before resuming from ``ckpt_path`` (``last``: the newest readable one in the run's
-    ``checkpoints/``): read it (one clear error when it is not a checkpoint), refuse a checkpoint
-    of another configuration with a message naming both, and log into the W&B run it recorded."""
+    ``checkpoints/``): read it (``weights_only=True``; one clear error when it is not a
+    checkpoint of this suite), refuse a checkpoint of another configuration with a message naming
+    both, and log into the W&B run it recorded when it is this run directory's own. A checkpoint
+    from elsewhere starts a new run from its state: a new W&B run, with ``resumed_from`` naming
+    the source in its config."""
     if str(cfg.get("ckpt_path") or "") == "last":
         with open_dict(cfg):
             cfg.ckpt_path = str(latest_checkpoint(Path(cfg.output_dir) / "checkpoints"))
     if not cfg.get("ckpt_path"):
         return
-    checkpoint = read_checkpoint_file(cfg.ckpt_path, weights_only=False)
-    theirs = checkpoint.get("taid_car_config") if isinstance(checkpoint, dict) else None
-    if not theirs:
-        raise CheckpointError(f"{cfg.ckpt_path}: not a taid_car checkpoint (no 'taid_car_config' entry)")
+    checkpoint, theirs = read_run_checkpoint(cfg.ckpt_path)
     mismatch = config_mismatch(theirs, OmegaConf.to_container(cfg, resolve=True))
     if mismatch:
         raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: {mismatch}")
+    if not is_inside(cfg.ckpt_path, cfg.output_dir):
+        with open_dict(cfg):
+            cfg.resumed_from = str(Path(cfg.ckpt_path).resolve())
+        log.info("starting a new run in %s from %s (a new W&B run)", cfg.output_dir, cfg.ckpt_path)
+        return
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     run_id = checkpoint.get("taid_car_wandb_id")
     if wandb_cfg is not None and not wandb_cfg.get("id") and run_id:
         with open_dict(cfg):
             wandb_cfg.id, wandb_cfg.resume = run_id, "allow"
+
+
+def is_inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` lies inside ``folder`` (both resolved)."""
+    return Path(folder).resolve() in Path(path).resolve().parents
 
 
 #: what must match for a checkpoint to resume into a run: (label, path into the config)
@@ -157,6 +169,8 @@ def run_summary(cfg: DictConfig, params: dict, train_seconds: float, trainer: L.
 def fit_and_test(cfg: DictConfig) -> dict:
     """Fit, optionally test and write results files; returns ``{"metrics", "results", "model", "trainer", "summary"}``."""
     apply_seed(cfg)
+    if is_main_process():  # the run directory is held: a temporary file there is a killed save's
+        remove_stale_temporaries(Path(cfg.output_dir) / "checkpoints")
     prepare_resume(cfg)
     datamodule = instantiate(cfg.data)
     model = build_rescaler(cfg, datamodule.val_set_names, datamodule.test_set_names)
@@ -226,6 +240,11 @@ def train(cfg: DictConfig, multirun: bool = False) -> dict:
     plus ``baseline`` (its results, or None)."""
     colorize = cfg.model.get("task") == "colorize"  # channels shrink, not sides: scale 1
     check_scale(cfg.get("scale"), minimum=1 if colorize else 2)
+    with held_run_dir(cfg.output_dir):  # a no-op when Hydra's RunDirGuard holds it already
+        return _train(cfg, multirun, colorize)
+
+
+def _train(cfg: DictConfig, multirun: bool, colorize: bool) -> dict:
     refuse_foreign_run_dir(cfg)
     if pretrain_steps(cfg) > 0:
         pretrain_upscaler(cfg)
@@ -245,7 +264,7 @@ def train(cfg: DictConfig, multirun: bool = False) -> dict:
     log.info("training the baseline: %s + the same upscaler, same schedule (baseline=false skips it)", baseline_model(cfg))
     base = fit_and_test(baseline_config(cfg))
     outcome["baseline"] = base["results"]
-    lines = gain_lines(results, base["results"], steps=trainer.global_step)
+    lines = gain_lines(results, base["results"], steps=trainer.global_step, fast_dev_run=bool(trainer.fast_dev_run))
     summary = {**outcome["summary"], "baseline": {
         "method": base["summary"]["method"], "train_seconds": base["summary"]["train_seconds"],
         "global_step": base["summary"]["global_step"], "per_set": gains(results, base["results"]),
@@ -260,6 +279,11 @@ def train(cfg: DictConfig, multirun: bool = False) -> dict:
         print(line)
     log.info("results written to %s", out_dir / "results.md")
     return outcome
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or not distributed)."""
+    return not is_secondary_rank()
 
 
 def _close_wandb(exit_code: int) -> None:
@@ -278,10 +302,12 @@ def quiet_third_party_output() -> None:
     the end) and a deprecation warning Lightning triggers in torch's pytree are silenced.
     Warnings and errors still show."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                 "lightning.fabric.utilities.seed"):
+                 "lightning.fabric.utilities.seed", "lightning.pytorch.trainer.connectors.checkpoint_connector"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("WANDB_SILENT", "true")
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # the training sampler resumes mid-epoch by itself (taid_car.data.sampling): Lightning cannot see that
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
@@ -295,13 +321,16 @@ def main(cfg: DictConfig) -> float | None:
     quiet_third_party_output()
     try:
         with reported("taid_car.run") if not multirun else contextlib.nullcontext():
-            outcome = train(cfg, multirun=multirun)
-    except BaseException as err:
-        _close_wandb(exit_code=1)
-        if not multirun or not isinstance(err, Exception):
+            try:
+                outcome = train(cfg, multirun=multirun)
+            except BaseException:
+                _close_wandb(exit_code=1)  # before the error line, so that line is the last
+                raise
+    except Exception as err:
+        if not multirun:
             raise
         log.exception("job failed; the sweep continues with the next job")
-        Path(cfg.output_dir, "failed.txt").write_text(f"{type(err).__name__}: {err}\n")
+        Path(cfg.output_dir, "failed.txt").write_text(f"{type(err).__name__}: {one_line(err)}\n")
         return None
     _close_wandb(exit_code=0)
     return outcome["metrics"].get(cfg.get("optimized_metric") or "")

@@ -1,0 +1,170 @@
+"""One run per run directory: an exclusive lock held for the run's life, and the Hydra callback
+that takes it before Hydra writes anything there.
+
+:func:`held_run_dir` creates the directory and takes an ``fcntl`` lock on ``<dir>/.lock`` (the
+holder's PID inside). A second process asking for the same directory gets :class:`RunDirInUse`
+at once; a directory that cannot be written gets :class:`RunDirError`. The lock goes with the
+process (killed, crashed or done), so nothing stale is ever left to clear by hand. Only the
+main process takes it: DDP/SLURM ranks other than 0 share their rank 0's directory.
+
+:class:`RunDirGuard` (``hydra.callbacks`` in ``conf/config.yaml``) takes the lock at
+``on_run_start``, before Hydra writes ``.hydra/`` and ``run.log`` (so a refused run overwrites
+nothing of the running one), and for each job of a multirun; at the end of a multirun it lists
+the jobs that failed and exits non-zero when any did. Imports no torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from taid_car.errors import USAGE_EXIT, UsageError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (the directory is still checked for writing)
+    fcntl = None
+
+LOCK_NAME = ".lock"
+_HELD: dict[Path, int] = {}  # resolved run directory -> file descriptor of its lock
+
+
+class RunDirError(UsageError):
+    """The run directory cannot be created or written."""
+
+
+class RunDirInUse(RunDirError):
+    """Another process holds the run directory."""
+
+
+def is_secondary_rank() -> bool:
+    """Whether this process is a non-zero rank of a distributed job (DDP children, SLURM tasks)."""
+    for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        value = os.environ.get(name)
+        if value not in (None, "", "0"):
+            return True
+    return False
+
+
+def hold_run_dir(path: str | Path) -> bool:
+    """Take ``path``'s lock for this process (creating the folder); True when newly taken,
+    False when this process already holds it or is a secondary rank. Raises
+    :class:`RunDirInUse` or :class:`RunDirError` naming the folder and what to do."""
+    if is_secondary_rank():
+        return False
+    folder = Path(path).resolve()
+    if folder in _HELD:
+        return False
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise RunDirError(f"cannot use {folder} as the run directory: {err.strerror or err}; "
+                          f"give a writable hydra.run.dir") from None
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = _read_holder(fd)
+            os.close(fd)
+            if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise RunDirError(f"cannot lock the run directory {folder}: {err.strerror or err}") from None
+            raise RunDirInUse(f"{folder} is in use by another run{f' (pid {holder})' if holder else ''}: "
+                              f"wait for it to end, or give another hydra.run.dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _HELD[folder] = fd
+    return True
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def release_run_dir(path: str | Path) -> None:
+    """Give up this process's lock on ``path`` (nothing if it holds none)."""
+    fd = _HELD.pop(Path(path).resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def holds_run_dir(path: str | Path) -> bool:
+    """Whether this process holds ``path``'s lock."""
+    return Path(path).resolve() in _HELD
+
+
+@contextlib.contextmanager
+def held_run_dir(path: str | Path) -> Iterator[None]:
+    """Hold ``path`` for the body (released after it only if taken here)."""
+    taken = hold_run_dir(path)
+    try:
+        yield
+    finally:
+        if taken:
+            release_run_dir(path)
+
+
+def failed_jobs(sweep_dir: str | Path) -> list[tuple[Path, str]]:
+    """(job folder, first line of its ``failed.txt``) for each failed job of a sweep."""
+    found = []
+    for marker in sorted(Path(sweep_dir).glob("*/failed.txt")):
+        text = marker.read_text(errors="replace").strip().splitlines()
+        found.append((marker.parent, text[0] if text else "failed"))
+    return found
+
+
+def _refuse(err: RunDirError) -> None:
+    print(f"taid_car.run: error: {err}", file=sys.stderr)
+    raise SystemExit(USAGE_EXIT)
+
+
+try:
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover - Hydra is a dependency
+    _HydraCallback = object
+
+
+class RunDirGuard(_HydraCallback):
+    """Hydra callback: hold the run (or job) directory before Hydra writes into it; summarise
+    failed jobs at the end of a multirun (exit status 1 when any failed)."""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        try:
+            hold_run_dir(config.hydra.run.dir)
+        except RunDirError as err:
+            _refuse(err)
+
+    def on_run_end(self, config, **kwargs) -> None:
+        release_run_dir(config.hydra.run.dir)
+
+    def on_job_start(self, config, **kwargs) -> None:
+        try:
+            hold_run_dir(config.hydra.runtime.output_dir)
+        except RunDirError as err:
+            _refuse(err)
+
+    def on_job_end(self, config, job_return=None, **kwargs) -> None:
+        from hydra.types import RunMode
+
+        if config.hydra.mode == RunMode.MULTIRUN:
+            release_run_dir(config.hydra.runtime.output_dir)
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        failed = failed_jobs(sweep_dir)
+        jobs = sum(1 for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()) if sweep_dir.is_dir() else 0
+        if not failed:
+            print(f"sweep {sweep_dir}: {jobs} job(s), none failed; compare them with: "
+                  f"python -m taid_car.compare {sweep_dir}", file=sys.stderr)
+            return
+        print(f"sweep {sweep_dir}: {len(failed)} of {jobs} job(s) failed:", file=sys.stderr)
+        for folder, reason in failed:
+            print(f"  {folder.name}: {reason}", file=sys.stderr)
+        raise SystemExit(1)
