@@ -72,7 +72,8 @@ def test_main_job_trains_and_reports_the_baseline(tmp_path, capsys):
     assert [r["method"] for r in json.loads((tmp_path / "results.json").read_text())] == ["car & edsr_tiny"]
     assert "Baseline, bicubic + the same upscaler" in (tmp_path / "results.md").read_text()
     printed = capsys.readouterr().out
-    assert "bicubic & edsr_tiny" in printed and "the learned downscaler" in printed
+    assert "bicubic & edsr_tiny" in printed and "dB PSNR-Y" in printed
+    assert "no verdict after 2 steps" in printed and "help" not in printed  # 2 steps judge nothing
 
 
 def test_upscaler_init_from_loads_another_runs_upscaler(tmp_path):

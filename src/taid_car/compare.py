@@ -20,8 +20,10 @@ Writes into the multirun directory (the common parent of several run directories
   reference marked on every bar;
 - ``training_curves.png``: training loss and validation PSNR-Y against the step, one line per run.
 
-Runs without ``results.json`` (failed, interrupted, or run with ``test=false``) are listed as
-failed; runs without ``metrics.csv`` are left out of the curves. Both are said in the report.
+Runs without ``results.json`` are listed as failed with the reason their files tell
+(:func:`taid_car.runs.why_no_results`: a sweep job's ``failed.txt``, checkpoints of an
+interrupted run or one with ``test=false``, a job that never started); runs without
+``metrics.csv`` are left out of the curves. Both are said in the report.
 The table is also printed. Exit status: 0 on success, 2 when no run (or no finished run) is found.
 """
 
@@ -39,6 +41,7 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.markup import escape
 
+from taid_car.errors import one_line
 from taid_car.runs import NoRunsError, Run, collect_runs, natural_key, read_metrics_csv
 from taid_car.scoring import tables
 from taid_car.scoring.tables import MISSING, Column
@@ -477,8 +480,8 @@ def compare(
     rows = comparison_rows(runs, metric)
     if not rows:
         raise NoRunsError(
-            f"none of the {len(runs)} runs under {base} has results to compare:\n  "
-            + "\n  ".join(failed_lines(runs))
+            f"none of the {len(runs)} run(s) under {base} has results to compare: "
+            + "; ".join(failed_lines(runs))
         )
     out = Path(output) if output is not None else base
     out.mkdir(parents=True, exist_ok=True)
@@ -546,7 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         compare(args.runs, args.output, args.metric)
     except NoRunsError as err:
-        print(f"compare: error: {err}", file=sys.stderr)
+        print(f"taid_car.compare: error: {one_line(err)}", file=sys.stderr)
         return 2
     return 0
 

@@ -6,8 +6,10 @@
     python -m taid_car.evaluate ckpt_path=<x2 run>/checkpoints/last.ckpt 'levels=[1,2,3,4,5,6,7]'   # x2 ... x128
 
 ``levels=[n, ...]`` applies a trained ×s pair n times for ×sⁿ (:mod:`taid_car.models.recursive`);
-images too small for a factor are left out, listed in a warning (``skip_small``), and the table's
-Images column says how many were scored.
+images too small for a factor, or for the downscaler (``Downscaler.minimum_side``: CAR needs twice
+its kernel net's stride at every level), are left out, listed in a warning (``skip_small``, the
+default; ``skip_small=false`` makes the first one an error naming it), and the table's Images
+column says how many were scored. A bad ``scale``/``scales`` is named by the key that was typed.
 
 Results (results.md / .csv / .json with per-image scores) go to the Hydra run directory.
 """
@@ -15,6 +17,8 @@ Results (results.md / .csv / .json with per-image scores) go to the Hydra run di
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Sequence
 
 import hydra
 import torch
@@ -22,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from taid_car.config import CONFIG_DIR, check_scale
+from taid_car.data.io import check_min_size, probe_size
 from taid_car.data.sources import open_test_sets
 from taid_car.errors import ConfigError, UsageError, reported
 from taid_car.models.downscaler import crop_multiple
@@ -49,12 +54,62 @@ def _at_scale(cfg: DictConfig, scale: int) -> DictConfig:
     return copy
 
 
-def _sets_for(scaled: DictConfig, downscaler, skip_small: bool = False) -> dict:
+class _Kept(torch.utils.data.Dataset):
+    """The items ``indices`` of ``dataset`` (the images a model can take)."""
+
+    def __init__(self, dataset, indices: Sequence[int]) -> None:
+        self.dataset, self.indices = dataset, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.dataset[self.indices[index]]
+
+
+def fit_to_model(sets: dict, downscaler, scale: int, method: str, skip_small: bool) -> dict:
+    """The sets with every image the downscaler can take (``minimum_side()``, checked from the
+    file headers before anything runs). A smaller one is an :class:`~taid_car.data.io.ImageError`
+    naming it, its size and the side needed; with ``skip_small`` it is left out with a warning
+    (a set left with none is dropped), as the sets leave out images too small for the protocol."""
+    need, why = downscaler.minimum_side()
+    if not why:
+        return sets  # the crop multiple: the sets' own check covers it
+    what = f"{method} at x{scale}: {why} (skip_small=true leaves such images out)"
+    kept_sets = {}
+    for name, dataset in sets.items():
+        paths = getattr(dataset, "paths", None)
+        if paths is None:  # not a set of files: nothing to check from headers
+            kept_sets[name] = dataset
+            continue
+        sizes = [probe_size(path) for path in paths]
+        small = [(i, path, size) for i, (path, size) in enumerate(zip(paths, sizes)) if min(size) < need]
+        if not small:
+            kept_sets[name] = dataset
+            continue
+        if not skip_small:
+            _, path, size = small[0]
+            check_min_size(size, need, need, path, what)
+        listed = ", ".join(f"{path.name} ({h}x{w})" for _, path, (h, w) in small)
+        message = (f"{name} at x{scale}: {len(small)} of {len(paths)} image(s) smaller than the "
+                   f"{need}x{need} px HR {method} needs ({why})")
+        if len(small) == len(paths):
+            warnings.warn(f"{message}: every image, set skipped ({listed})", stacklevel=2)
+            continue
+        warnings.warn(f"{message}, skipped: {listed}", stacklevel=2)
+        dropped = {i for i, _, _ in small}
+        kept_sets[name] = _Kept(dataset, [i for i in range(len(paths)) if i not in dropped])
+    return kept_sets
+
+
+def _sets_for(scaled: DictConfig, downscaler, skip_small: bool = False, method: str = "") -> dict:
     """The configured test sets, HR cropped to what ``downscaler`` needs (or ``data.modcrop``);
-    with ``skip_small``, images (and sets) too small for the factor left out with a warning."""
+    with ``skip_small``, images (and sets) too small for the factor or the downscaler left out
+    with a warning (:func:`fit_to_model`)."""
     data = OmegaConf.to_container(scaled.data, resolve=True)
     data["modcrop"] = crop_multiple(downscaler, data.get("modcrop"))
     sets = open_test_sets(data, int(scaled.scale), skip_small=skip_small)
+    sets = fit_to_model(sets, downscaler, int(scaled.scale), method or type(downscaler).__name__, skip_small)
     if not sets:
         log.warning("x%d: no test image is large enough; nothing scored at this factor", scaled.scale)
     return sets
@@ -84,16 +139,47 @@ def _evaluate_checkpoint(cfg: DictConfig, device: torch.device) -> list[SetResul
         scaled = _at_scale(cfg, scaled_pair.scale)
         scaled.model = run_cfg["model"]
         scaled.upscaler = run_cfg["upscaler"]
-        for set_name, dataset in _sets_for(scaled, scaled_pair.downscaler, cfg.get("skip_small", False)).items():
+        sets = _sets_for(scaled, scaled_pair.downscaler, cfg.get("skip_small", False), scaled_pair.method)
+        for set_name, dataset in sets.items():
             results.append(evaluate_set(scaled_pair.downscaler, scaled_pair.upscaler, dataset, scaled_pair.scale,
                                         set_name, scaled_pair.method, device, progress=cfg.progress))
     return results
 
 
-def run_evaluation(cfg: DictConfig) -> list[SetResult]:
-    """Evaluate ``ckpt_path`` if given, else the configured fixed method at every ``scales``."""
-    for scale in cfg.scales:
-        check_scale(scale, "scales")
+def scale_key(cfg: DictConfig, overrides: Sequence[str] = ()) -> str:
+    """The key a bad factor is to be named by: the one of ``scale`` / ``scales`` the user typed
+    (``overrides``: Hydra's task overrides, e.g. ``["scale=0"]``); else ``scale`` while
+    ``scales`` still follows it (``["${scale}"]``, conf/evaluate.yaml), else ``scales``."""
+    typed = {str(item).split("=", 1)[0].lstrip("+~") for item in overrides}
+    if "scales" in typed:
+        return "scales"
+    if "scale" in typed:
+        return "scale"
+    raw = OmegaConf.to_container(cfg, resolve=False).get("scales")
+    return "scale" if raw == ["${scale}"] else "scales"
+
+
+def check_scales(cfg: DictConfig, key: str) -> list[int]:
+    """``scales`` as ints >= 2, or a :class:`UsageError` naming ``key`` (:func:`scale_key`): the
+    ``scale`` the list follows, or ``scales`` itself (a list: ``scale=4`` is the one-factor form)."""
+    scales = OmegaConf.to_container(cfg.scales, resolve=True) if OmegaConf.is_list(cfg.scales) else cfg.scales
+    if key == "scale" and isinstance(scales, list) and len(scales) == 1:
+        return [check_scale(scales[0], "scale")]
+    if not isinstance(scales, list) or not scales:
+        raise UsageError(f"scales={scales!r}: give a list of factors, e.g. 'scales=[2,4]' (scale=4 for one)")
+    for value in scales:
+        try:
+            check_scale(value, "scales")
+        except UsageError:
+            raise UsageError(f"scales={scales}: {value!r} is not a downscaling factor (an integer >= 2), "
+                             "e.g. 'scales=[2,4]'") from None
+    return scales
+
+
+def run_evaluation(cfg: DictConfig, overrides: Sequence[str] = ()) -> list[SetResult]:
+    """Evaluate ``ckpt_path`` if given, else the configured fixed method at every ``scales``.
+    ``overrides`` (the command line's) name the key a bad factor came from (:func:`scale_key`)."""
+    check_scales(cfg, scale_key(cfg, overrides))
     device = resolve_device(cfg.device)
     if cfg.get("ckpt_path"):
         return _evaluate_checkpoint(cfg, device)
@@ -102,7 +188,8 @@ def run_evaluation(cfg: DictConfig) -> list[SetResult]:
         scaled = _at_scale(cfg, scale)
         downscaler = hydra.utils.instantiate(scaled.model.downscaler)
         upscaler = hydra.utils.instantiate(scaled.upscaler.net)
-        for set_name, dataset in _sets_for(scaled, downscaler, cfg.get("skip_small", False)).items():
+        sets = _sets_for(scaled, downscaler, cfg.get("skip_small", False), method_name(scaled))
+        for set_name, dataset in sets.items():
             results.append(
                 evaluate_set(downscaler, upscaler, dataset, int(scale), set_name,
                              method_name(scaled), device, progress=cfg.progress)
@@ -114,7 +201,7 @@ def run_evaluation(cfg: DictConfig) -> list[SetResult]:
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the mean Y-PSNR over all rows (for sweeps)."""
     with reported("taid_car.evaluate"):
-        results = run_evaluation(cfg)
+        results = run_evaluation(cfg, list(HydraConfig.get().overrides.task))
     if not results:
         with reported("taid_car.evaluate"):
             raise UsageError("nothing was scored: no test image is large enough for the factors asked for")

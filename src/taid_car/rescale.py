@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -167,8 +168,9 @@ def target_paths(files: Sequence[Path], out_dir: Path) -> dict[Path, Path]:
     if clashes:
         names = "; ".join(", ".join(p.name for p in srcs) for srcs in clashes)
         raise UsageError(f"inputs would write the same output file (same stem): {names}")
-    inputs = {src.resolve() for src in files}
-    same = [dst for dst in targets.values() if dst.resolve() in inputs]
+    # realpath, not Path.resolve: a symlink loop at a target name is reported later, not raised here
+    inputs = {os.path.realpath(src) for src in files}
+    same = [dst for dst in targets.values() if os.path.realpath(dst) in inputs]
     if same:
         raise UsageError(
             f"output would replace input file(s) {', '.join(p.name for p in same)}; "
@@ -177,15 +179,41 @@ def target_paths(files: Sequence[Path], out_dir: Path) -> dict[Path, Path]:
     return targets
 
 
+def _taken(path: Path) -> bool:
+    """Whether ``path`` is taken: a file, a folder or a symlink, dangling or not (``Path.exists``
+    follows links, so it misses a dangling one, which ``open(..., "x")`` then refuses mid-run)."""
+    return path.is_symlink() or path.exists()
+
+
+def _described(path: Path) -> str:
+    """``path``, with where it points when it is a symlink (and whether that exists)."""
+    if not path.is_symlink():
+        return str(path)
+    target = Path(os.readlink(path))
+    missing = "" if path.exists() else ", which does not exist"
+    return f"{path} (a symlink to {target}{missing})"
+
+
 def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
-    """Usage error naming every path that exists, unless ``overwrite``."""
-    existing = [p for p in paths if p.exists()]
-    if existing and not overwrite:
-        shown = ", ".join(str(p) for p in existing[:10])
-        more = f" and {len(existing) - 10} more" if len(existing) > 10 else ""
+    """Usage error naming every output path that is taken (a file, or a symlink, dangling or
+    not), unless ``overwrite``; a folder in the way is refused even then. With ``overwrite`` a
+    symlink is replaced by the new file (unlinked first), never written through."""
+    taken = [p for p in paths if _taken(p)]
+    folders = [p for p in taken if p.is_dir() and not p.is_symlink()]
+    if folders:
+        shown = ", ".join(str(p) for p in folders[:10])
         raise UsageError(
-            f"{len(existing)} output file(s) already exist: {shown}{more}; "
-            "pass --overwrite to replace them"
+            f"output path(s) {shown} {'is a folder' if len(folders) == 1 else 'are folders'}: "
+            "move it away or choose another --output"
+        )
+    if taken and not overwrite:
+        shown = ", ".join(_described(p) for p in taken[:10])
+        more = f" and {len(taken) - 10} more" if len(taken) > 10 else ""
+        links = " (a symlink is replaced by the new file, not written through)" if any(
+            p.is_symlink() for p in taken) else ""
+        raise UsageError(
+            f"{len(taken)} output file(s) already exist: {shown}{more}; "
+            f"pass --overwrite to replace them{links}"
         )
 
 
@@ -345,12 +373,13 @@ def run_downscale(args: argparse.Namespace, pair: TrainedPair) -> int:
     files = collect_inputs(args.input)
     targets = target_paths(files, Path(args.output))
     refuse_existing(list(targets.values()), args.overwrite)
-    what = f"x{pair.scale} downscaling (crop multiple {pair.crop})"
+    need, why = pair.downscaler.minimum_side()  # a multiple of the crop
+    what = f"x{pair.scale} downscaling ({why + '; ' if why else ''}crop multiple {pair.crop})"
     outcome = Outcome()
-    files = preflight(files, min_size_check(pair.crop, what, args.max_pixels), args.on_error, outcome)
+    files = preflight(files, min_size_check(need, what, args.max_pixels), args.on_error, outcome)
 
     def work(path: Path) -> None:
-        hr, is_gray = load_hr(path, pair, pair.crop, what)
+        hr, is_gray = load_hr(path, pair, need, what)
         lr = downscale(pair, hr)
         save_image(as_file_image(lr, is_gray), targets[path], overwrite=args.overwrite,
                    text={LR_SCALE_KEY: str(pair.scale), LR_METHOD_KEY: pair.method})
@@ -499,6 +528,9 @@ def write_tables(
     """``roundtrip.csv`` (full precision) and ``roundtrip.md`` (rounded) in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = (out_dir / name for name in RESULT_FILES)
+    for path in (csv_path, md_path):
+        if overwrite and path.is_symlink():
+            path.unlink()  # replace the link itself, never write through it
     tables.write_csv(rows, [c.key for c in columns], csv_path, overwrite=overwrite)
     with md_path.open("w" if overwrite else "x") as handle:
         handle.write(tables.markdown_table(rows, columns, title, caption))
@@ -514,9 +546,13 @@ def run_roundtrip(args: argparse.Namespace, pair: TrainedPair) -> int:
     out_dir = Path(args.output) if args.output else None
     if out_dir is not None:
         refuse_existing([out_dir / name for name in RESULT_FILES], args.overwrite)
-    # SSIM needs 11 px per side after cropping `scale` px from each border, after the modcrop.
-    min_side = -(-(SSIM_WINDOW + 2 * pair.scale) // pair.crop) * pair.crop
-    what = f"x{pair.scale} round trip scoring (crop multiple {pair.crop}, SSIM border {pair.scale})"
+    # SSIM needs 11 px per side after cropping `scale` px from each border, after the modcrop;
+    # the downscaler may need more (CAR: twice its kernel net's stride, at every level)
+    scoring = -(-(SSIM_WINDOW + 2 * pair.scale) // pair.crop) * pair.crop
+    need, why = pair.downscaler.minimum_side()
+    min_side = max(scoring, need)
+    why = f"; {why}" if why and need >= scoring else ""
+    what = f"x{pair.scale} round trip scoring (crop multiple {pair.crop}, SSIM border {pair.scale}{why})"
     outcome = Outcome()
     files = preflight(files, min_size_check(min_side, what, args.max_pixels), args.on_error, outcome)
     rows: list[dict] = []
@@ -627,8 +663,16 @@ COMMANDS = {"downscale": run_downscale, "upscale": run_upscale, "roundtrip": run
 
 
 def check_output_folder(output: str | None) -> None:
-    """``--output`` names a folder (created if missing), never an existing file."""
-    if output and Path(output).exists() and not Path(output).is_dir():
+    """``--output`` names a folder (created if missing), never an existing file nor a symlink to
+    a missing folder (which could not be created through it)."""
+    if not output:
+        return
+    path = Path(output)
+    if path.is_symlink() and not path.exists():
+        raise UsageError(
+            f"--output {_described(path)}: create that folder, remove the link, or give another --output"
+        )
+    if path.exists() and not path.is_dir():
         raise UsageError(f"--output {output} is a file: give a folder (it is created if missing)")
 
 

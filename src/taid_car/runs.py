@@ -102,7 +102,7 @@ def load_run(path: Path, name: str) -> Run:
             run.summary = {}
     results_file = path / "results.json"
     if not results_file.is_file():
-        run.problem = "no results.json (failed, interrupted, or run with test=false)"
+        run.problem = why_no_results(path)
         return run
     try:
         results = read_json(results_file)
@@ -114,6 +114,64 @@ def load_run(path: Path, name: str) -> Run:
         return run
     run.results = results
     return run
+
+
+#: what a run directory holds besides its results that says nothing of how far it got
+BOOKKEEPING = (".hydra", "failed.txt")
+#: the longest part of a failed job's ``failed.txt`` quoted
+FAILED_CHARS = 300
+
+
+def _one_line(text: str, limit: int = FAILED_CHARS) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _planned_test(path: Path) -> bool | None:
+    """The job's ``test`` setting from ``.hydra/config.yaml`` (None when unreadable)."""
+    file = path / ".hydra" / "config.yaml"
+    try:
+        value = OmegaConf.load(file).get("test") if file.is_file() else None
+    except Exception:  # noqa: BLE001 - a damaged file only loses the hint
+        return None
+    return value if isinstance(value, bool) else None
+
+
+def why_no_results(path: Path) -> str:
+    """Why a run directory has no ``results.json``, as far as its files tell: the one-line error
+    of a failed sweep job (``failed.txt``), checkpoints of a run that was interrupted, is still
+    running or ran with ``test=false`` (with the command that goes on from there), or a folder
+    where the job never got to write anything."""
+    folder = path / "checkpoints"
+    ckpts = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+    shown = ", ".join(ckpts[:4]) + (", ..." if len(ckpts) > 4 else "")
+    resume = f"resume it with its overrides and ckpt_path=last hydra.run.dir={path}"
+    failed = path / "failed.txt"
+    if failed.is_file():
+        try:
+            error = _one_line(failed.read_text(errors="replace")) or "(empty failed.txt)"
+        except OSError as err:
+            error = f"failed.txt unreadable: {err}"
+        after = f"; it left checkpoints/{shown}: fix the cause, then {resume}" if ckpts else ""
+        return f"no results.json: the job failed: {error}{after}"
+    if ckpts:
+        if _planned_test(path) is False:
+            try:
+                ckpt = tested_checkpoint(path)
+            except FileNotFoundError:  # only resume points
+                ckpt = folder / ckpts[-1]
+            return (f"no results.json: run with test=false (trained: checkpoints/{shown}); score it with "
+                    f"`python -m taid_car.evaluate ckpt_path={ckpt}`")
+        state = "interrupted" if "interrupted.ckpt" in ckpts else "interrupted or still running"
+        return f"no results.json: {state} (checkpoints/{shown}); {resume}"
+    logs = sorted(p.name for p in path.glob("*.log"))
+    written = [p.name for p in path.iterdir() if p.name not in BOOKKEEPING and p.suffix != ".log"]
+    see = f"; see {logs[0]}" if logs else ""
+    if not written:
+        return ("no results.json: the job wrote nothing but its config (not started, killed at "
+                f"start-up, or stopped before training{see})")
+    return (f"no results.json and no checkpoint: it stopped (or is still running) before its first "
+            f"checkpoint{see}; run it again with its overrides")
 
 
 def collect_runs(paths: Sequence[str | Path]) -> tuple[list[Run], Path]:
@@ -128,8 +186,10 @@ def collect_runs(paths: Sequence[str | Path]) -> tuple[list[Run], Path]:
         for run_dir in find_run_dirs(root):
             found.setdefault(run_dir.resolve(), None)
     if not found:
+        empty = [str(root) for root in roots if not any(root.iterdir())]
+        said = f" ({', '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty: not started yet?)" if empty else ""
         raise NoRunsError(
-            f"no runs found in {', '.join(map(str, roots))}: expected a Hydra multirun directory "
+            f"no runs found in {', '.join(map(str, roots))}{said}: expected a Hydra multirun directory "
             "(job sub-directories such as 0_car_x2/ holding results.json and run.json) or run "
             "directories written by `python -m taid_car.run`"
         )

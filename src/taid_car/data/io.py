@@ -315,7 +315,8 @@ def save_image(
 
     ``tensor``: (3, H, W) RGB or (1, H, W) / (H, W) gray, any float dtype/device; values are
     clamped to [0, 1] and rounded half up to 0..255 (as MATLAB ``im2uint8``). Parent folders are
-    created. An existing file raises ``FileExistsError`` unless ``overwrite=True``.
+    created. An existing file (or a symlink, dangling or not) raises ``FileExistsError`` unless
+    ``overwrite=True``; then a symlink is replaced by the file, never written through.
     """
     path = Path(path)
     if path.suffix.lower() != ".png":
@@ -335,6 +336,8 @@ def save_image(
         Image.fromarray(a[:, :, 0], mode="L") if a.shape[2] == 1 else Image.fromarray(a, mode="RGB")
     )
     path.parent.mkdir(parents=True, exist_ok=True)
+    if overwrite and path.is_symlink():
+        path.unlink()  # replace the link itself: writing through it would land outside the folder
     try:
         info = None
         if text:

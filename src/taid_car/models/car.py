@@ -40,8 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from taid_car.data.io import smallest_multiple_at_least
 from taid_car.errors import ConfigError
-from taid_car.models.downscaler import Downscaler
+from taid_car.models.downscaler import Downscaler, crop_multiple
 from taid_car.models.edsr import MeanShift
 from taid_car.models.kernel_prior import KERNEL_PRIORS, SIGNED_PRIORS, prior_kernel_2d
 from taid_car.models.regularizers import offset_magnitude_loss, offset_tv_loss
@@ -348,6 +349,23 @@ class CARDownscaler(Downscaler):
     def size_multiple(self) -> int:
         net = self.kernel_net
         return self.scale if net.pad_input else net.stride
+
+    def minimum_side(self) -> tuple[int, str]:
+        """Twice the kernel net's stride (16 px at x2, x4, x8; 24 at x3): its reflection-padded 3x3
+        convolutions run at HR / stride, and reflection padding needs 2 px there. With
+        ``pad_input``, the smallest multiple of the scale whose reflection pad up to a multiple
+        of the stride is shorter than the side and reaches two strides. Measured in
+        ``tests/test_messages.py`` (this side runs, one crop multiple below fails)."""
+        net, crop = self.kernel_net, crop_multiple(self)
+        stride, radius = net.stride, net.k_size // 2  # the resampler pads the HR by k // 2
+        if not net.pad_input:
+            side = smallest_multiple_at_least(max(2 * stride, radius + 1), crop)
+            return side, f"CAR's kernel net at x{self.scale} needs HR sides of at least {side} px, twice its stride {stride}"
+        side = crop
+        while not (smallest_multiple_at_least(side, stride) >= 2 * stride
+                   and smallest_multiple_at_least(side, stride) - side < side and side > radius):
+            side += crop
+        return side, f"CAR's kernel net at x{self.scale} with pad_input needs HR sides of at least {side} px"
 
     def forward_with_aux(self, hr: torch.Tensor) -> CAROutput:
         """LR and the kernels/offsets that produced it."""

@@ -8,6 +8,10 @@
   bicubic none. The LightningModule only weights and sums them.
 * ``size_multiple``: HR height and width must be multiples of this (CAR: its kernel net's
   stride; otherwise the scale). Data crops come from it, not from a config key.
+* ``minimum_side()``: (the smallest HR side in px it takes, a multiple of the crop; why, or ""
+  when that is just the crop multiple). CAR needs twice its kernel net's stride; a pair applied
+  n times needs its unit's minimum at the last level. Commands check images against it before
+  anything runs.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ class Downscaler(nn.Module):
     def size_multiple(self) -> int:
         """HR sides must be multiples of this many pixels."""
         return self.scale
+
+    def minimum_side(self) -> tuple[int, str]:
+        """(smallest HR side in px, why or ""): any multiple of the crop by default."""
+        return crop_multiple(self), ""
 
     def forward(self, hr: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from taid_car.data.io import smallest_multiple_at_least
 from taid_car.errors import ConfigError
 from taid_car.models.downscaler import Downscaler, crop_multiple
 from taid_car.models.quantize import quantize_8bit
@@ -112,6 +113,16 @@ class RecursiveDownscaler(Downscaler):
     def size_multiple(self) -> int:
         # level i sees HR / s^i, which must be a multiple of the unit's crop multiple
         return crop_multiple(self.unit) * self.unit.scale ** (self.levels - 1)
+
+    def minimum_side(self) -> tuple[int, str]:
+        """The unit's minimum at the last level, which sees HR / s^(levels-1)."""
+        unit, levels = self.unit, self.levels
+        unit_need, why = unit.minimum_side()
+        need = smallest_multiple_at_least(unit_need * unit.scale ** (levels - 1), crop_multiple(self))
+        if not why or need <= crop_multiple(self):
+            return need, ""
+        return need, (f"the x{unit.scale} pair applied {levels} times needs HR sides of at least {need} px: "
+                      f"its last level sees HR/{unit.scale ** (levels - 1)}, where {why}")
 
     def forward(self, hr: torch.Tensor) -> torch.Tensor:
         return self.net(hr)

@@ -31,6 +31,11 @@ BASELINE_CHOICES = ("auto", True, False)
 #: ``experiments/cpu_study`` (one seed, same configuration, validation schedule changed) is ~0.15 dB.
 NOISE_DB = 0.1
 
+#: Fewer training steps than this give no verdict on the learned downscaler (a smoke run: one
+#: step of ``debug=fast_dev_run`` or the tests' 2). The main job trains 2000, ``experiments/``
+#: 150 and more; 100 is far below any run meant to compare, far above any smoke run.
+MIN_VERDICT_STEPS = 100
+
 
 def wants_baseline(cfg: DictConfig, multirun: bool) -> bool:
     """Whether this run trains the bicubic + same-upscaler baseline after its own test."""
@@ -115,10 +120,35 @@ def _gain_metrics(results: Sequence[SetResult]) -> tuple[str, str]:
     return ("psnr_rgb", "ssim_rgb") if results and results[0].ssim_rgb is not None else ("psnr_y", "ssim_y")
 
 
-def gain_lines(learned: Sequence[SetResult], baseline: Sequence[SetResult], steps: int | None = None) -> list[str]:
+def _steps(n: int) -> str:
+    return f"{n} step" if n == 1 else f"{n} steps"
+
+
+def no_verdict_reason(steps: int | None, fast_dev_run: bool = False) -> str | None:
+    """Why a comparison after ``steps`` training steps says nothing about which downscaler is
+    better (``debug=fast_dev_run``, or fewer than :data:`MIN_VERDICT_STEPS`); None for a real run
+    (``steps`` None: not known, judged as before)."""
+    if fast_dev_run:
+        done = f" after {_steps(steps)}" if steps else ""
+        return f"no verdict{done}: trainer.fast_dev_run (debug=fast_dev_run) is a smoke test, not a comparison"
+    if steps is not None and steps < MIN_VERDICT_STEPS:
+        return (f"no verdict after {_steps(steps)}: the difference says nothing yet (a verdict needs at "
+                f"least {MIN_VERDICT_STEPS} training steps)")
+    return None
+
+
+def gain_lines(
+    learned: Sequence[SetResult],
+    baseline: Sequence[SetResult],
+    steps: int | None = None,
+    *,
+    fast_dev_run: bool = False,
+) -> list[str]:
     """One sentence per test set: learned minus baseline PSNR-Y / SSIM-Y (RGB for colorization),
-    and whether it helped."""
-    budget = f", same {steps} steps" if steps else ""
+    and whether it helped: no verdict for a smoke run (``fast_dev_run``: the trainer's flag) or
+    one of fewer than :data:`MIN_VERDICT_STEPS` ``steps`` (:func:`no_verdict_reason`)."""
+    budget = f", same {_steps(steps)}" if steps else ""
+    withheld = no_verdict_reason(steps, fast_dev_run)
     method = {"learned": learned[0].method if learned else "", "baseline": baseline[0].method if baseline else ""}
     scales = {r.set_name: r.scale for r in learned}
     psnr, ssim = _gain_metrics(learned)
@@ -126,14 +156,14 @@ def gain_lines(learned: Sequence[SetResult], baseline: Sequence[SetResult], step
     lines = []
     for set_name, g in gains(learned, baseline).items():
         gain = g[f"gain_{psnr}"]
-        verdict = (
+        verdict = withheld or "the learned downscaler " + (
             "helped" if gain > NOISE_DB else "did not help" if gain < -NOISE_DB
             else f"is level with it (within the ~{NOISE_DB} dB run-to-run spread)"
         )
         lines.append(
             f"{set_name} x{scales[set_name]}: {method['learned']} {g[psnr]:.2f} dB vs {method['baseline']} "
             f"{g[f'baseline_{psnr}']:.2f} dB (same upscaler{budget}): {gain:+.2f} dB {label[psnr]}, "
-            f"{g[f'gain_{ssim}']:+.4f} {label[ssim]}; the learned downscaler {verdict}."
+            f"{g[f'gain_{ssim}']:+.4f} {label[ssim]}; {verdict}."
         )
     return lines
 
