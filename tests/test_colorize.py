@@ -100,35 +100,61 @@ def test_gain_line_is_in_rgb():
     assert "+0.50 dB PSNR-RGB" in line and "+0.0100 SSIM-RGB" in line and line.endswith("helped.")
 
 
-def test_overfit_learned_gray_beats_plain_gray_with_the_same_decoder():
-    """One 48x48 crop, 500 Adam steps each: the encoder may hide colour in its gray image; the
-    baseline's decoder gets plain gray. Same decoder architecture, initial weights and steps."""
-    from skimage import data
+def _isoluminant_tiles(tiles: int = 8, tile: int = 6) -> torch.Tensor:
+    """(1,3,48,48): 8x8 flat tiles of random colours that all have the same BT.601 gray (0.5),
+    so plain gray holds no colour at all and a decoder can only restore it from what an encoder
+    hid in the gray image."""
+    weights = torch.tensor(BT601)
+    a = torch.tensor([1.0, -weights[0] / weights[1], 0.0])
+    b = torch.linalg.cross(weights, a)
+    a, b = a / a.norm(), b / b.norm()  # two directions of zero luma
+    coef = (torch.rand(2, tiles, tiles, generator=torch.Generator().manual_seed(0)) - 0.5) * 0.5
+    chroma = coef[0, None] * a[:, None, None] + coef[1, None] * b[:, None, None]
+    return (0.5 + chroma).clamp(0, 1).repeat_interleave(tile, 1).repeat_interleave(tile, 2)[None]
 
-    image = torch.from_numpy(data.astronaut()[100:148, 180:228].copy()).permute(2, 0, 1).float()[None] / 255
 
-    def fit(encoder) -> dict:
-        torch.manual_seed(1)
-        decoder = GrayToColor(n_blocks=2, n_feats=16)
-        weights = {"l1": 1.0, "guidance": 0.01} if encoder.regularizer_names else None
-        model = Rescaler(encoder, decoder, 1, weights, optimizer=partial(torch.optim.Adam, lr=5e-4))
-        optimizer = model.configure_optimizers()
-        for _ in range(500):
-            optimizer.zero_grad()
-            model.compute_losses(image)["loss"].backward()
-            optimizer.step()
-        return rescale_and_score(model.downscaler, model.upscaler, image, 1, False).scores
+def _overfit(encoder, block: int, image: torch.Tensor, steps: int = 500) -> dict:
+    """``steps`` Adam steps of the encoder + a ``block`` decoder on one image (λ = 0.1)."""
+    torch.manual_seed(1)
+    decoder = GrayToColor(n_blocks=2, n_feats=16, block=block)
+    weights = {"l1": 1.0, "guidance": 0.1} if encoder.regularizer_names else None
+    model = Rescaler(encoder, decoder, 1, weights, optimizer=partial(torch.optim.Adam, lr=5e-4))
+    optimizer = model.configure_optimizers()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model.compute_losses(image)["loss"].backward()
+        optimizer.step()
+    return rescale_and_score(model.downscaler, model.upscaler, image, 1, False).scores
 
+
+@pytest.mark.slow
+def test_a_block_encoder_hides_colour_that_plain_gray_cannot_carry():
+    """Iso-luminant tiles, 500 steps each, the same decoder: learned gray on 2x2 blocks restores
+    colour >= 10 dB better than plain gray (measured +18.5 dB, at 30.3 dB gray fidelity), a margin
+    the per-pixel design (block=1, measured +4.2 dB) cannot reach: the threshold tells them apart."""
+    image = _isoluminant_tiles()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same float sums on every machine
     try:
         torch.manual_seed(0)
-        learned = fit(ColorToGray(n_blocks=2, n_feats=16))
-        plain = fit(PlainGray())
+        results = {block: (_overfit(ColorToGray(n_blocks=2, n_feats=16, block=block), block, image),
+                           _overfit(PlainGray(), block, image)) for block in (2, 1)}
     finally:
         torch.set_num_threads(threads)
-    assert float(learned["psnr_rgb"]) > float(plain["psnr_rgb"]) + 0.15
-    assert float(learned["lr_psnr_y"]) > 35  # the gray image is still close to plain gray
+    gain = {block: float(learned["psnr_rgb"] - plain["psnr_rgb"]) for block, (learned, plain) in results.items()}
+    assert gain[2] >= 10.0, gain
+    assert gain[1] < 10.0, gain  # the old design does not pass this test
+    assert float(results[2][0]["lr_psnr_y"]) > 28  # still a gray image close to plain gray
+
+
+def test_block_networks_take_any_size_and_start_at_plain_gray():
+    rgb = torch.rand(2, 3, 13, 18)
+    encoder, decoder = ColorToGray(n_blocks=1, n_feats=8, block=2), GrayToColor(n_blocks=1, n_feats=8, block=2)
+    gray = encoder(rgb)
+    assert gray.shape == (2, 1, 13, 18) and torch.allclose(gray, PlainGray()(rgb))
+    assert decoder(gray).shape == (2, 3, 13, 18)
+    with pytest.raises(ValueError, match="block=0"):
+        GrayToColor(block=0)
 
 
 # ------------------------------------------------------------------ rescale: gray out, colour back

@@ -10,6 +10,12 @@ The same downscaler/upscaler contract, 3 -> 1 -> 3 channels at scale 1 (``task =
 * :class:`GrayToColor` (decoder, the "upscaler"): gray (B,1,H,W) -> RGB (B,3,H,W), a residual
   CNN over the gray image replicated to three channels.
 
+``block=b`` (both networks) makes them position-aware: they work on b×b pixel blocks
+(pixel-unshuffle in, pixel-shuffle out), so the encoder can write chroma as a fine pattern within
+each block and the decoder read it back; with ``block=1`` (stride-1 convolutions, every pixel
+alike) a flat coloured area can only become a flat gray. Images whose sides are not multiples of
+b are reflection-padded to them and cropped back.
+
 Plain gray is ITU-R BT.601 luma without offset, ``0.299 R + 0.587 G + 0.114 B`` on [0,1] (what
 MATLAB ``rgb2gray`` and Pillow's ``convert("L")`` compute; equal to
 :func:`taid_car.scoring.metrics.rgb_to_gray` on 8-bit values), not the range-compressed Y of
@@ -57,6 +63,27 @@ class _Body(nn.Module):
         return self.tail(x + self.body(x))
 
 
+def _blocked(net: nn.Module, x: torch.Tensor, block: int) -> torch.Tensor:
+    """``net`` applied to the b×b pixel blocks of (B,C,H,W) (pixel-unshuffled to (B,C·b²,H/b,W/b),
+    shuffled back to (B,C',H,W)); sides that are not multiples of b are reflection-padded first."""
+    if block == 1:
+        return net(x)
+    height, width = x.shape[-2:]
+    pad_h, pad_w = -height % block, -width % block
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+    y = F.pixel_shuffle(net(F.pixel_unshuffle(x, block)), block)
+    return y[..., :height, :width]
+
+
+def _check_block(block: int) -> int:
+    if isinstance(block, bool) or int(block) != block or block < 1:
+        from taid_car.errors import ConfigError
+
+        raise ConfigError(f"block={block!r}: the pixel-block side must be a positive integer (1: per pixel, 2: 2x2)")
+    return int(block)
+
+
 class PlainGray(Downscaler):
     """The fixed baseline of colorization: RGB (B,3,H,W) -> BT.601 gray (B,1,H,W); no parameters."""
 
@@ -81,6 +108,7 @@ class ColorToGray(Downscaler):
     Args:
         scale: must be 1 (the channel dimension is what shrinks).
         preset: ``tiny`` (4 blocks x 32) or ``base`` (16 x 64), as TAID's.
+        block: pixel-block side the network works on (1: per pixel; 2: 2x2 blocks, see the module).
         **overrides: ``n_blocks``, ``n_feats``, ``res_scale``.
     """
 
@@ -88,17 +116,18 @@ class ColorToGray(Downscaler):
     out_channels = 1
     regularizer_names = ("guidance",)
 
-    def __init__(self, scale: int = 1, preset: str = "tiny", **overrides: Any) -> None:
+    def __init__(self, scale: int = 1, preset: str = "tiny", block: int = 1, **overrides: Any) -> None:
         _check_scale(scale)
         super().__init__(1)
+        self.block = _check_block(block)
         self.sub_mean = MeanShift(1.0, sign=-1)
-        self.net = _Body(3, 1, **resolve_preset(preset, overrides))
+        self.net = _Body(3 * self.block**2, self.block**2, **resolve_preset(preset, overrides))
         # starts as plain gray exactly (the baseline), and learns what to change from there
         nn.init.zeros_(self.net.tail.weight)
         nn.init.zeros_(self.net.tail.bias)
 
     def forward(self, hr: torch.Tensor) -> torch.Tensor:
-        return plain_gray(hr) + self.net(self.sub_mean(hr))
+        return plain_gray(hr) + _blocked(self.net, self.sub_mean(hr), self.block)
 
     def regularizers(self, hr: torch.Tensor, lr: torch.Tensor) -> dict[str, torch.Tensor]:
         """``guidance``: mean L1 between the quantised gray ``lr`` and the plain gray of ``hr``."""
@@ -114,18 +143,19 @@ class GrayToColor(nn.Module):
     image shown in colour. Same arguments as :class:`ColorToGray`.
     """
 
-    def __init__(self, scale: int = 1, preset: str = "tiny", **overrides: Any) -> None:
+    def __init__(self, scale: int = 1, preset: str = "tiny", block: int = 1, **overrides: Any) -> None:
         super().__init__()
         _check_scale(scale)
         self.scale = 1
-        self.net = _Body(1, 3, **resolve_preset(preset, overrides))
+        self.block = _check_block(block)
+        self.net = _Body(self.block**2, 3 * self.block**2, **resolve_preset(preset, overrides))
 
     def forward(self, gray: torch.Tensor) -> torch.Tensor:
         if gray.ndim != 4 or gray.shape[1] != 1:
             raise ValueError(
                 f"GrayToColor expects a gray batch (B,1,H,W), got shape {tuple(gray.shape)}"
             )
-        return gray.expand(-1, 3, -1, -1) + self.net(gray - GRAY_MEAN)
+        return gray.expand(-1, 3, -1, -1) + _blocked(self.net, gray - GRAY_MEAN, self.block)
 
 
 def _check_scale(scale: int) -> None:
