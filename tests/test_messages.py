@@ -322,6 +322,7 @@ def test_compare_says_why_each_run_has_no_results(tmp_path):
     (untested / "checkpoints" / "last.ckpt").write_bytes(b"x")
     failed_job(root, "4_car_x4", ["model=car", "scale=4"])
     (root / "4_car_x4" / "run.log").write_text("")
+    (root / "4_car_x4" / ".lock").write_text("123\n")  # the run-directory lock is bookkeeping too
 
     md = compare([root], console=None)["md"].read_text()
     assert ("1_car_x2: no results.json: the job failed: ImageError: data/Set5/baby.png: truncated file "

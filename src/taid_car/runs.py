@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from taid_car.rundir import LOCK_NAME
 from taid_car.scoring.report import read_json
 
 SEARCH_DEPTH = 3
@@ -117,7 +118,7 @@ def load_run(path: Path, name: str) -> Run:
 
 
 #: what a run directory holds besides its results that says nothing of how far it got
-BOOKKEEPING = (".hydra", "failed.txt")
+BOOKKEEPING = (".hydra", "failed.txt", LOCK_NAME)
 #: the longest part of a failed job's ``failed.txt`` quoted
 FAILED_CHARS = 300
 
