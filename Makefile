@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 STAMP  := $(VENV)/.installed-$(TORCH)
 
-.PHONY: install test run evaluate lint clean gpu-check
+.PHONY: install test test-fast run evaluate lint clean gpu-check
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ evaluate: install
 
 test: install
 	$(BIN)/python -m pytest $(ARGS)
+
+# Everything but the tests marked slow (each >= 3 s: subprocess runs, kernel compiles): about a minute.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests experiments

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 from omegaconf import OmegaConf
-from tests.test_run import compose_run
 
+from helpers import compose_run
 from taid_car.run import build_rescaler, train
 from taid_car.scoring.results import SetResult
 from taid_car.training.baseline import baseline_config, gain_lines, wants_baseline
@@ -61,6 +61,7 @@ def test_gain_lines_say_whether_it_helped():
     assert gain_lines(learned, [_result("bicubic & edsr_tiny", 28.9, 0.8)])[0].endswith("did not help.")
 
 
+@pytest.mark.slow
 def test_main_job_trains_and_reports_the_baseline(tmp_path, capsys):
     outcome = train(compose_run(["model=car", "scale=2", *TINY], tmp_path))
     assert [r.method for r in outcome["baseline"]] == ["bicubic & edsr_tiny"]
@@ -105,6 +106,7 @@ def test_downscaler_learning_rate_scale(tmp_path):
         build_rescaler(compose_run(["model=car", "model.downscaler_lr_scale=0"], tmp_path))
 
 
+@pytest.mark.slow
 def test_pretrain_steps_start_the_learned_run_and_the_baseline_from_one_bicubic_upscaler(tmp_path):
     from taid_car.run import pretrain_upscaler
 

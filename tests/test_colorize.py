@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import compose_run
 from taid_car.errors import ConfigError
 from taid_car.models.colorize import BT601, ColorToGray, GrayToColor, PlainGray, plain_gray
 from taid_car.models.quantize import quantize_8bit
@@ -20,7 +21,6 @@ from taid_car.scoring.pipeline import TASK_SCORES, rescale_and_score
 from taid_car.scoring.report import markdown_table
 from taid_car.scoring.results import SetResult
 from taid_car.training.baseline import baseline_config, gain_lines, wants_baseline
-from test_run import compose_run
 
 
 def test_shapes_and_channels():
@@ -171,6 +171,7 @@ def color_ckpt(tmp_path_factory) -> Path:
     return out / "checkpoints" / "last.ckpt"
 
 
+@pytest.mark.slow
 def test_rescale_saves_learned_gray_and_restores_colour(color_ckpt, tmp_path):
     from taid_car.rescale import main
 
@@ -191,6 +192,7 @@ def test_rescale_saves_learned_gray_and_restores_colour(color_ckpt, tmp_path):
     assert main(["roundtrip", "--input", str(folder), "--jpeg-quality", "50", *common]) == 2
 
 
+@pytest.mark.slow
 def test_fast_dev_run_trains_tests_and_brings_the_gray_baseline(tmp_path):
     from taid_car.run import train
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import shutil
 from pathlib import Path
@@ -15,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
+from helpers import compose_run, failed_job, fake_run
 from taid_car.compare import compare, comparison_rows, format_count, format_seconds, main
 from taid_car.crops import aligned_box, load_pair, render
 from taid_car.crops import main as crops_main
@@ -23,7 +23,6 @@ from taid_car.run import train
 from taid_car.runs import NoRunsError, collect_runs, read_metrics_csv
 from taid_car.runs import tested_checkpoint as checkpoint_tested_with
 from taid_car.scoring.metrics import psnr_y
-from test_run import compose_run
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -37,71 +36,6 @@ def assert_png(path: Path) -> None:
         image.verify()
     with Image.open(path) as image:
         assert image.format == "PNG" and min(image.size) > 100
-
-
-def failed_job(root: Path, name: str, overrides: list[str]) -> Path:
-    """A job directory as Hydra leaves it when the job dies before writing results."""
-    hydra_dir = root / name / ".hydra"
-    hydra_dir.mkdir(parents=True)
-    (hydra_dir / "config.yaml").write_text("scale: 2\n")
-    (hydra_dir / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    return root / name
-
-
-# --- hand-written runs: fast checks of the table logic ----------------------------------------
-
-
-def fake_run(
-    root: Path,
-    name: str,
-    method: str,
-    scale: int,
-    sets: dict[str, tuple],
-    params=(1000, 2_500_000),
-    seconds=90.0,
-    steps=100,
-    curves: list[str] | None = None,
-    pretrain_steps: int = 0,
-) -> Path:
-    """A finished run: ``sets`` maps set name -> (psnr_y, ssim_y, lr_psnr_y, bicubic_psnr_y)."""
-    run = root / name
-    (run / ".hydra").mkdir(parents=True)
-    results = [
-        {
-            "method": method,
-            "set_name": s,
-            "scale": scale,
-            "images": 5,
-            "psnr_y": p,
-            "ssim_y": q,
-            "psnr_rgb": p - 2,
-            "lr_psnr_y": lr,
-            "bicubic_psnr_y": b,
-            "bicubic_ssim_y": 0.9,
-            "per_image": [],
-        }
-        for s, (p, q, lr, b) in sets.items()
-    ]
-    (run / "results.json").write_text(json.dumps(results))
-    (run / "run.json").write_text(
-        json.dumps(
-            {
-                "method": method,
-                "model": method.split(" ")[0],
-                "upscaler": "edsr_tiny",
-                "scale": scale,
-                "params": {"downscaler": params[0], "upscaler": params[1]},
-                "train_seconds": seconds,
-                "global_step": steps,
-                "pretrain_steps": pretrain_steps,
-                "metrics": {},
-            }
-        )
-    )
-    if curves is not None:
-        (run / "csv" / "version_0").mkdir(parents=True)
-        (run / "csv" / "version_0" / "metrics.csv").write_text("\n".join(curves) + "\n")
-    return run
 
 
 @pytest.fixture

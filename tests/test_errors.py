@@ -53,6 +53,7 @@ def test_evaluate_with_a_missing_dataset_folder_says_it_in_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("value", ["0", "abc", "1.5"])
+@pytest.mark.slow
 def test_a_bad_scale_is_named_in_one_line(tmp_path, value):
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     res = subprocess.run(
@@ -75,6 +76,7 @@ def test_rescale_output_that_is_a_file_is_a_usage_error(tmp_path, capsys):
     assert code == 2 and "is a file: give a folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_scale_the_model_does_not_support_is_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     res = subprocess.run(

@@ -6,23 +6,14 @@ import json
 import math
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
-from taid_car.evaluate import CONFIG_DIR, run_evaluation
+from helpers import compose_evaluate
+from taid_car.evaluate import run_evaluation
 from taid_car.scoring.report import markdown_table, read_json, write_results
 
 
-def _compose(overrides: list[str]):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="evaluate", overrides=overrides)
-    with open_dict(cfg):
-        cfg.progress = False
-    return cfg
-
-
 def test_bicubic_on_embedded_sample_set(tmp_path):
-    cfg = _compose(["scales=[2,4]"])
+    cfg = compose_evaluate(["scales=[2,4]"])
     results = run_evaluation(cfg)
     assert [(r.set_name, r.scale) for r in results] == [("sample", 2), ("sample", 4)]
     for r in results:
@@ -45,13 +36,13 @@ def test_misspelt_key_fails_at_composition():
     from hydra.errors import ConfigCompositionException
 
     with pytest.raises(ConfigCompositionException):
-        _compose(["scael=4"])
+        compose_evaluate(["scael=4"])
     with pytest.raises(ConfigCompositionException):
-        _compose(["model=nosuchmodel"])
+        compose_evaluate(["model=nosuchmodel"])
 
 
 def test_missing_dataset_folder_is_named(tmp_path):
-    cfg = _compose(["data=benchmark", f"data_root={tmp_path}/nowhere"])
+    cfg = compose_evaluate(["data=benchmark", f"data_root={tmp_path}/nowhere"])
     with pytest.raises(FileNotFoundError, match="nowhere"):
         run_evaluation(cfg)
 
@@ -66,7 +57,7 @@ PUBLISHED = {  # Bicubic & Bicubic, (PSNR-Y dB, SSIM-Y), from the CAR paper's ta
 
 @pytest.mark.data
 def test_reproduces_published_bicubic_table(data_root):
-    cfg = _compose(["data=benchmark", f"data_root={data_root}", "scales=[2,4]"])
+    cfg = compose_evaluate(["data=benchmark", f"data_root={data_root}", "scales=[2,4]"])
     results = {(r.set_name, r.scale): r for r in run_evaluation(cfg)}
     assert set(results) == set(PUBLISHED)
     for key, (psnr, ssim) in PUBLISHED.items():

@@ -17,11 +17,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
+from helpers import compose_evaluate as _compose
+from helpers import compose_run, failed_job, fake_run
 from taid_car.errors import UsageError
 from taid_car.rescale import main as rescale
-from test_compare import failed_job, fake_run
-from test_evaluate import _compose
-from test_run import compose_run
 
 COMMON = ["--device", "cpu", "--no-progress"]
 

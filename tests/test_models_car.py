@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import authors_dsn_keys
 from taid_car.models.car import (
     CAR_PRESETS,
     CARDownscaler,
@@ -17,18 +18,6 @@ SMALL = CAR_PRESETS["small"]
 
 # HR sizes that are odd multiples of the net's stride (8, or 12 at x3), non-square.
 SHAPES = {2: (24, 40), 3: (36, 60), 4: (24, 40), 8: (24, 40)}
-
-
-def authors_dsn_keys(n_res_blocks: int) -> set[str]:
-    """The state-dict keys of the authors' DSN (sunwj/CAR modules.py), written out by hand."""
-    names = ["sub_mean", "ds_1.1", "ds_2.downsample.1", "ds_4.downsample.1", "ds_8.downsample.1"]
-    for i in range(n_res_blocks):
-        names += [f"res_4.{i}.transform.1", f"res_4.{i}.transform.4"]
-    for trunk in ("kernels_trunk", "offsets_trunk"):
-        names += [f"{trunk}.{j}" for j in (1, 4, 7, 11)] + [f"{trunk}.9.upsample.0"]
-    for head in ("kernels_weight", "offsets_h_generation", "offsets_v_generation"):
-        names += [f"{head}.1", f"{head}.4"]
-    return {f"{n}.{p}" for n in names for p in ("weight", "bias")}
 
 
 def test_state_dict_keys_match_authors_layout():

@@ -107,7 +107,7 @@ def test_kernel_net_starts_at_the_prior_with_zero_offsets(norm, scale):
 
 
 def test_prior_keeps_the_authors_state_dict_and_trains_away_from_it():
-    from tests.test_models_car import authors_dsn_keys
+    from helpers import authors_dsn_keys
 
     car = CARDownscaler(4, "small", kernel_prior="gaussian")
     assert set(car.kernel_net.state_dict()) == authors_dsn_keys(SMALL["n_res_blocks"])

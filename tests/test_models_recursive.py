@@ -194,8 +194,8 @@ def test_an_unreadable_file_is_not_skipped_as_small(tmp_path):
 
 @pytest.fixture(scope="module")
 def taid_x2_ckpt(tmp_path_factory):
+    from helpers import compose_run
     from taid_car.run import train
-    from test_run import compose_run
 
     out = tmp_path_factory.mktemp("taid_x2")
     cfg = compose_run(["model=taid", "scale=2", "upscaler=taid_tiny", "logger=none", "trainer.max_steps=1",
@@ -205,8 +205,8 @@ def taid_x2_ckpt(tmp_path_factory):
 
 
 def test_evaluate_levels_apply_a_x2_checkpoint_recursively(taid_x2_ckpt):
+    from helpers import compose_evaluate as _compose
     from taid_car.evaluate import run_evaluation
-    from test_evaluate import _compose
 
     cfg = _compose([f"ckpt_path={taid_x2_ckpt}", "levels=[1,3,8]"])
     with pytest.warns(UserWarning, match="sample at x256"):

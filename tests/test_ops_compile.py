@@ -37,6 +37,7 @@ def report(tmp_path_factory) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_every_variant_compiles_without_spills(report):
     rows = report["variants"]
     assert len(rows) == len(compile_report.variants()) == 144

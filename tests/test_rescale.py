@@ -12,12 +12,12 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from helpers import compose_run
 from taid_car.data.io import modcrop, read_image
 from taid_car.models.downscaler import crop_multiple
 from taid_car.models.quantize import quantize_8bit
 from taid_car.models.trained import load_trained_pair
 from taid_car.rescale import main
-from test_run import compose_run
 
 COMMON = ["--device", "cpu", "--no-progress"]
 

@@ -175,6 +175,7 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 # ----------------------------------------------------------------------------- run directory
 
 
+@pytest.mark.slow
 def test_a_second_run_in_a_held_run_directory_is_refused(tmp_path):
     """Two runs started together on one hydra.run.dir (the first held at its first step until the
     second has been answered): the second is refused in one line (exit 2) before Hydra writes
@@ -205,6 +206,7 @@ def test_a_second_run_in_a_held_run_directory_is_refused(tmp_path):
     assert not list(run_dir.glob("checkpoints/*-v1.ckpt"))
 
 
+@pytest.mark.slow
 def test_a_run_directory_that_cannot_be_written_is_one_line(tmp_path):
     if os.geteuid() == 0:
         target = Path("/proc/taid_car_run")  # root ignores permission bits: use a place nobody can write

@@ -8,9 +8,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf
 
+from helpers import compose_run
 from taid_car.config import CONFIG_DIR
 from taid_car.models.quantize import quantize_8bit
 from taid_car.ops.imresize import bicubic_downscale, bicubic_upscale
@@ -26,19 +26,6 @@ GROUP_OPTIONS = [
     for group in ("data", "trainer", "logger", "debug", "optimizer", "scheduler", "callbacks")
     for p in sorted((CONF / group).glob("*.yaml"))
 ]
-
-
-def compose_run(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
-    """Compose ``config.yaml`` as the CLI would, with the Hydra runtime set for interpolations."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        if output_dir is not None:
-            cfg.output_dir = str(output_dir)
-        del cfg["hydra"]
-    return cfg
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -143,6 +130,7 @@ def test_overfit_one_image_lowers_loss_and_beats_bicubic(tmp_path):
     assert psnr_y(sr, image, 2).item() > psnr_y(bicubic, image, 2).item()
 
 
+@pytest.mark.slow
 def test_evaluate_command_reproduces_the_runs_test_table(tmp_path):
     """The Lightning test loop and `taid_car.evaluate ckpt_path=...` score a checkpoint through one
     pipeline (taid_car.scoring.pipeline.rescale_and_score): identical numbers, not merely close."""

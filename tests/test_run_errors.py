@@ -84,6 +84,7 @@ def test_training_image_mistakes_are_one_line(tmp_path):
     assert "data.on_error='ignore': must be one of raise, skip" in line
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_cannot_be_written_says_why(tmp_path):
     """A file-size limit (as a full disk would) during a save: the error names the file and the
     system's reason, the previous checkpoint stays, no temporary file is left."""

@@ -14,8 +14,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
+from helpers import compose_run
 from taid_car.run import train
-from test_run import compose_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,6 +129,7 @@ def _run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Compl
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_multirun_failed_job_does_not_stop_the_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     # job 0 fails after W&B started (its test set is missing), job 1 is fine
@@ -149,6 +150,7 @@ def test_multirun_failed_job_does_not_stop_the_sweep(tmp_path):
     assert len(runs) == 2 and len(set(runs)) == 2
 
 
+@pytest.mark.slow
 def test_ddp_on_cpu_two_processes_one_output_directory(tmp_path):
     out = tmp_path / "ddp"
     proc = _run_cli(["trainer=ddp", "trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.devices=2",
@@ -174,6 +176,7 @@ def test_ddp_on_cpu_two_processes_one_output_directory(tmp_path):
     assert result["ssim_y"] == pytest.approx(single.ssim_y, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_the_main_job_output_is_the_suites_own(tmp_path):
     """No W&B image-size warning (panels of one size per key), no litlogger tip, no W&B
     deprecation warning, no pytree deprecation warning: only the suite's table and lines."""

@@ -84,6 +84,7 @@ def _run(script: list[str], overrides: list[str], **env: str) -> subprocess.Comp
                           capture_output=True, text=True, timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_a_run_killed_while_saving_resumes_with_ckpt_path_last(tmp_path):
     """A real run SIGKILLed in the middle of its third checkpoint write (step 4's ``last.ckpt``
     after step 2's best and last): ``last.ckpt`` still loads, and ``ckpt_path=last`` finishes it."""
@@ -144,8 +145,8 @@ def test_every_loader_gives_that_message(tmp_path):
 def test_resuming_another_configuration_names_both(tmp_path):
     from omegaconf import OmegaConf
 
+    from helpers import compose_run
     from taid_car.run import config_mismatch, prepare_resume
-    from test_run import compose_run
 
     theirs = OmegaConf.to_container(compose_run(["model=car", "scale=2"], tmp_path), resolve=True)
     ckpt = tmp_path / "car_x2.ckpt"
@@ -161,6 +162,7 @@ def test_resuming_another_configuration_names_both(tmp_path):
     assert config_mismatch(theirs, theirs) is None
 
 
+@pytest.mark.slow
 def test_a_run_interrupted_before_its_first_validation_can_resume(tmp_path):
     """Ctrl-C at step 2 of 8 (validations at 4 and 8): the interrupted state is saved and ``ckpt_path=last``
     continues from step 2 to the end."""

@@ -40,7 +40,7 @@ def _config_payload(path: Path, marker: Path) -> Path:
     """A ``weights_only``-safe checkpoint whose saved config would ``Path.touch`` the marker."""
     from omegaconf import OmegaConf
 
-    from test_run import compose_run
+    from helpers import compose_run
 
     config = OmegaConf.to_container(compose_run(["model=bicubic", "scale=2"], path.parent / "cfg"), resolve=True)
     config["model"]["downscaler"] = {"_target_": "pathlib.Path.touch", "_args_": [str(marker)]}
@@ -66,6 +66,7 @@ def _one_error_line(result: subprocess.CompletedProcess, prog: str) -> str:
 
 
 @pytest.mark.parametrize("kind", sorted(PAYLOADS))
+@pytest.mark.slow
 def test_a_hostile_checkpoint_runs_nothing_in_any_command(tmp_path, kind):
     marker = tmp_path / "marker"
     ckpt = PAYLOADS[kind](tmp_path / "evil.ckpt", marker)
