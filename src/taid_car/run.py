@@ -169,7 +169,7 @@ def run_summary(cfg: DictConfig, params: dict, train_seconds: float, trainer: L.
 def fit_and_test(cfg: DictConfig) -> dict:
     """Fit, optionally test and write results files; returns ``{"metrics", "results", "model", "trainer", "summary"}``."""
     apply_seed(cfg)
-    if is_main_process():  # the run directory is held: a temporary file there is a killed save's
+    if not is_secondary_rank():  # the run directory is held: a temporary file there is a killed save's
         remove_stale_temporaries(Path(cfg.output_dir) / "checkpoints")
     prepare_resume(cfg)
     datamodule = instantiate(cfg.data)
@@ -279,11 +279,6 @@ def _train(cfg: DictConfig, multirun: bool, colorize: bool) -> dict:
         print(line)
     log.info("results written to %s", out_dir / "results.md")
     return outcome
-
-
-def is_main_process() -> bool:
-    """Rank 0 (or not distributed)."""
-    return not is_secondary_rank()
 
 
 def _close_wandb(exit_code: int) -> None:
