@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from taid_car.models import EDSR, BicubicDownscaler, CARDownscaler, TAIDDownscaler
 from taid_car.models.downscaler import Downscaler, crop_multiple
@@ -62,9 +63,9 @@ def test_a_weight_for_a_term_the_model_does_not_produce_is_an_error():
     with pytest.raises(ValueError, match="guidance=1.0.*CARDownscaler"):
         Rescaler(CARDownscaler(2, preset="small"), EDSR(2, n_blocks=1, n_feats=8), 2,
                  loss_weights={"guidance": 1.0})
-    assert resolve_loss_weights({"offset_tv": 0}, BicubicDownscaler(2)) == {"l1": 1.0}  # zero: harmless
+    assert resolve_loss_weights({"offset_tv": 0}, BicubicDownscaler(2)) == {"l1": 1.0, "out_of_range": 0.0}
     assert resolve_loss_weights(None, CARDownscaler(2, preset="small")) == {
-        "l1": 1.0, "offset_magnitude": 0.0, "offset_tv": 0.0}
+        "l1": 1.0, "out_of_range": 0.0, "offset_magnitude": 0.0, "offset_tv": 0.0}
 
 
 def test_rescaler_sums_the_weighted_terms_the_downscaler_returns():
@@ -80,3 +81,23 @@ def test_rescaler_sums_the_weighted_terms_the_downscaler_returns():
 def test_rescaler_refuses_a_module_without_the_contract():
     with pytest.raises(TypeError, match="must be a taid_car.models.downscaler.Downscaler"):
         Rescaler(torch.nn.AvgPool2d(2), EDSR(2, n_blocks=1, n_feats=8), 2)
+
+
+def test_out_of_range_covers_every_image_the_run_rounds_and_the_run_quantizer_rounds_inside():
+    """The penalty is taken on the unrounded LR and on a recursion's unrounded intermediate LR,
+    and the recursion rounds its intermediate levels with the run's own quantiser."""
+    torch.manual_seed(0)
+    down = TAIDDownscaler(4, recursive=True, n_blocks=1, n_feats=8)
+    rescaler = Rescaler(down, EDSR(4, n_blocks=1, n_feats=8), 4, quantize_through_clamp=True,
+                        loss_weights={"l1": 1.0, "out_of_range": 2.0, "guidance": 0.0})
+    assert down.quantizer is rescaler.quantizer and rescaler.quantizer.through_clamp
+    hr = torch.rand(2, 3, 16, 20) * 3 - 1  # far outside [0, 1]: every level leaves the range
+    terms = rescaler.compute_losses(hr)
+    encoder = down.net.nets[0]
+    level1 = encoder(hr)
+    level2 = encoder(quantize_8bit(level1))
+    expected = ((F.relu(level1 - 1) + F.relu(-level1)).mean() + (F.relu(level2 - 1) + F.relu(-level2)).mean()) / 2
+    assert expected > 1e-3
+    torch.testing.assert_close(terms["out_of_range"], expected)
+    torch.testing.assert_close(terms["loss"], terms["l1"] + 2.0 * expected)
+    assert down.net.unmapped == [] and down.net.outputs == []  # freed after use

@@ -61,6 +61,7 @@ def build_rescaler(cfg: DictConfig, val_set_names=(), test_set_names=()) -> Resc
         scale=cfg.scale,
         loss_weights=OmegaConf.to_container(cfg.model.loss_weights),
         quantize=cfg.model.quantize,
+        quantize_through_clamp=cfg.model.get("quantize_through_clamp", False),
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         val_set_names=val_set_names,

@@ -6,6 +6,10 @@
   named in :attr:`regularizer_names`. ``lr`` is the quantised LR the upscaler sees, ``hr`` the
   batch just passed to ``forward``. CAR returns its offset terms, TAID its bicubic guidance,
   bicubic none. The LightningModule only weights and sums them.
+* ``quantizer``: the rule that rounds LRs to 8 bit (:class:`~taid_car.models.quantize.Quantizer`).
+  The training module sets its own here, so a downscaler that rounds images inside (a recursion's
+  intermediate levels) rounds them alike; ``unrounded_intermediates()`` returns those images of the
+  last training forward before rounding (none by default), for the ``out_of_range`` penalty.
 * ``size_multiple``: HR height and width must be multiples of this (CAR: its kernel net's
   stride; otherwise the scale). Data crops come from it, not from a config key.
 * ``minimum_side()``: (the smallest HR side in px it takes, a multiple of the crop; why, or ""
@@ -21,6 +25,8 @@ import math
 import torch
 from torch import nn
 
+from taid_car.models.quantize import Quantizer
+
 
 class Downscaler(nn.Module):
     """Base class: an integer ``scale``, no regularisers, HR sides multiples of the scale."""
@@ -32,6 +38,8 @@ class Downscaler(nn.Module):
     task: str = "resize"
     #: channels of the LR it produces (3; 1 for a colour-to-gray encoder)
     out_channels: int = 3
+    #: how LRs are rounded to 8 bit, inside the downscaler too (the training module sets its own)
+    quantizer: Quantizer = Quantizer()
 
     def __init__(self, scale: int) -> None:
         super().__init__()
@@ -54,6 +62,11 @@ class Downscaler(nn.Module):
     def regularizers(self, hr: torch.Tensor, lr: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training terms of the last ``forward(hr)``, each a scalar; none by default."""
         return {}
+
+    def unrounded_intermediates(self) -> list[torch.Tensor]:
+        """Images the last training ``forward`` rounded to 8 bit inside, before rounding (e.g. a
+        recursion's intermediate LRs); none by default. The output itself is not among them."""
+        return []
 
 
 def crop_multiple(downscaler: Downscaler, modcrop: int | None = None) -> int:

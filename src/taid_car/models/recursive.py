@@ -1,8 +1,9 @@
 """Extreme factors by recursion: a ×s pair applied n times gives ×sⁿ (TAD reaches ×128 as ×2⁷).
 
 * Downscaling applies the ×s downscaler n times. Every intermediate LR is rounded to the 8-bit
-  grid, as a saved PNG would hold it (straight-through gradient when trained end-to-end); the
-  last one is left to the caller, like any downscaler's output.
+  grid, as a saved PNG would hold it, by the run's quantiser (``Downscaler.quantizer``: the
+  clamp's own gradient, straight-through for the rounding when trained end-to-end); the last one
+  is left to the caller, like any downscaler's output.
 * Upscaling applies the ×s upscaler n times; the intermediate SR images are clamped to [0, 1]
   (an image's range), not rounded.
 * A fixed bicubic downscaler or upscaler is not recursed: the Bicubic LR (or SR) at ×sⁿ is
@@ -25,7 +26,7 @@ from torch import nn
 from taid_car.data.io import smallest_multiple_at_least
 from taid_car.errors import ConfigError
 from taid_car.models.downscaler import Downscaler, crop_multiple
-from taid_car.models.quantize import quantize_8bit
+from taid_car.models.quantize import Quantizer
 
 
 def recursion_levels(scale: int, unit: int) -> int:
@@ -41,9 +42,8 @@ def recursion_levels(scale: int, unit: int) -> int:
     return levels
 
 
-def between_levels_quantized(x: torch.Tensor) -> torch.Tensor:
-    """An intermediate LR as the next level sees it: on the 8-bit grid (straight-through)."""
-    return quantize_8bit(x, "ste")
+#: an intermediate LR as the next level sees it: on the 8-bit grid (the default quantiser)
+between_levels_quantized = Quantizer()
 
 
 def between_levels_clamped(x: torch.Tensor) -> torch.Tensor:
@@ -57,7 +57,8 @@ class Recursion(nn.Module):
 
     With ``record=True`` the output of every level of the last forward with gradients enabled
     (intermediate ones as the next level saw them) is kept in :attr:`outputs`, for per-level
-    regularisers; the caller clears it. Evaluation (no grad) keeps nothing.
+    regularisers, and the intermediate ones before ``between`` in :attr:`unmapped`; the caller
+    clears them. Evaluation (no grad) keeps nothing.
     """
 
     def __init__(
@@ -75,14 +76,18 @@ class Recursion(nn.Module):
         self.between = between
         self.record = record
         self.outputs: list[torch.Tensor] = []
+        self.unmapped: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.outputs = []
+        self.outputs, self.unmapped = [], []
+        keep = self.record and torch.is_grad_enabled()
         for level in range(self.levels):
             x = self.nets[min(level, len(self.nets) - 1)](x)
             if level < self.levels - 1:
+                if keep:
+                    self.unmapped.append(x)
                 x = self.between(x)
-            if self.record and torch.is_grad_enabled():
+            if keep:
                 self.outputs.append(x)
         return x
 

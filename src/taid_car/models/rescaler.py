@@ -3,8 +3,11 @@
 ``HR -> downscaler -> quantise to 8 bit -> LR -> upscaler -> SR``; the loss is
 ``l1 * L1(SR, HR)`` plus the weighted terms the downscaler's own ``regularizers(hr, lr)``
 returns (:class:`~taid_car.models.downscaler.Downscaler`: CAR's ``offset_magnitude`` /
-``offset_tv``, TAID's ``guidance``). A weight for a term the downscaler does not produce is an
-error, not silently dropped.
+``offset_tv``, TAID's ``guidance``), plus ``out_of_range``, which every model has: the
+:func:`~taid_car.models.quantize.out_of_range_penalty` of every image rounded to 8 bit (the LR,
+and a recursion's intermediate LRs) before rounding, since the quantiser gives values outside
+[0, 1] no gradient. A weight for a term the downscaler does not produce is an error, not
+silently dropped.
 
 Validation and test run per benchmark set (one dataloader each) and log
 ``{stage}/{set}/{metric}``: Y PSNR/SSIM of SR vs HR, LR fidelity vs bicubic LR, and at test time
@@ -34,7 +37,7 @@ from torchmetrics import Metric, MetricCollection
 
 from taid_car.errors import ConfigError, TrainingDiverged
 from taid_car.models.downscaler import Downscaler
-from taid_car.models.quantize import quantize_8bit
+from taid_car.models.quantize import Quantizer, out_of_range_penalty
 from taid_car.scoring.pipeline import TASK_SCORES, rescale_and_score, task_of
 from taid_car.scoring.results import SetResult
 
@@ -44,7 +47,8 @@ log = logging.getLogger(__name__)
 ON_NONFINITE = ("stop", "skip")
 
 #: per task, the scores logged at every validation (test logs all of the task's scores)
-VAL_SCORES = {"resize": ("psnr_y", "ssim_y", "lr_psnr_y"), "colorize": ("psnr_rgb", "ssim_rgb", "psnr_y", "lr_psnr_y")}
+VAL_SCORES = {"resize": ("psnr_y", "ssim_y", "lr_psnr_y"),
+              "colorize": ("psnr_rgb", "ssim_rgb", "psnr_y", "lr_psnr_y", "lr_ssim_y")}
 
 
 class PerImageMean(Metric):
@@ -81,7 +85,11 @@ class Rescaler(L.LightningModule):
         scale: integer factor.
         loss_weights: weights of ``l1`` (default 1) and of the downscaler's
             ``regularizer_names`` (default 0); a nonzero weight for any other name is an error.
-        quantize: LR quantiser backward rule, ``ste`` or ``soft`` (forward always rounds).
+        quantize: LR quantiser backward rule of the rounding, ``ste`` or ``soft`` (forward
+            always rounds); the run's :class:`~taid_car.models.quantize.Quantizer` is also given to
+            the downscaler (``downscaler.quantizer``) for the images it rounds inside.
+        quantize_through_clamp: the old rule, gradients straight through the clamp too (values
+            outside [0, 1] get them as if inside); default False, the clamp's own gradient.
         optimizer: partial optimiser, called with the parameters.
         scheduler: optional partial LR scheduler, called with the optimiser; stepped per step.
         val_set_names / test_set_names: one name per val/test dataloader, in order.
@@ -101,6 +109,7 @@ class Rescaler(L.LightningModule):
         scale: int,
         loss_weights: dict[str, float] | None = None,
         quantize: str = "ste",
+        quantize_through_clamp: bool = False,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
         val_set_names: Sequence[str] = (),
@@ -124,8 +133,7 @@ class Rescaler(L.LightningModule):
             )
         self.downscaler, self.upscaler, self.scale = downscaler, upscaler, int(scale)
         self.loss_weights = resolve_loss_weights(loss_weights, downscaler)
-        self.quantize_mode = quantize
-        quantize_8bit(torch.zeros(1), quantize)  # validates the mode now, not mid-run
+        self.quantizer = downscaler.quantizer = Quantizer(quantize, bool(quantize_through_clamp))
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.val_set_names, self.test_set_names = list(val_set_names), list(test_set_names)
         self.method, self.config = method, config
@@ -141,14 +149,18 @@ class Rescaler(L.LightningModule):
     # ----------------------------------------------------------------- forward
     def forward(self, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """HR (B,3,H,W) in [0,1] -> (LR (B,3,H/s,W/s) on the 8-bit grid, SR (B,3,H,W))."""
-        lr = quantize_8bit(self.downscaler(hr), self.quantize_mode)
+        lr = self.quantizer(self.downscaler(hr))
         return lr, self.upscaler(lr)
 
     # ----------------------------------------------------------------- training
     def compute_losses(self, hr: torch.Tensor) -> dict[str, torch.Tensor]:
         """Weighted loss terms in use (unweighted values) and their weighted sum under ``loss``."""
-        lr, sr = self(hr)
+        unrounded = self.downscaler(hr)
+        lr = self.quantizer(unrounded)
+        sr = self.upscaler(lr)
         terms = {"l1": F.l1_loss(sr, hr)}
+        if self.loss_weights["out_of_range"]:
+            terms["out_of_range"] = out_of_range_penalty([*self.downscaler.unrounded_intermediates(), unrounded])
         for name, value in self.downscaler.regularizers(hr, lr).items():  # also frees CAR's maps
             if self.loss_weights[name]:
                 terms[name] = value
@@ -327,12 +339,13 @@ def set_rng_states(states: dict) -> None:
 
 
 def resolve_loss_weights(weights: dict[str, float] | None, downscaler: Downscaler) -> dict[str, float]:
-    """``{"l1", *downscaler.regularizer_names}`` -> weight (l1 defaults to 1, the others to 0).
+    """``{"l1", "out_of_range", *downscaler.regularizer_names}`` -> weight (l1 defaults to 1,
+    the others to 0).
 
     Raises ValueError naming the term and the downscaler for a nonzero weight on a term it does
     not produce (e.g. ``offset_tv`` on a TAID run); zero weights for other names are ignored.
     """
-    known = ("l1", *downscaler.regularizer_names)
+    known = ("l1", "out_of_range", *downscaler.regularizer_names)
     given = {"l1": 1.0, **dict(weights or {})}
     stray = sorted(name for name, value in given.items() if name not in known and float(value) != 0.0)
     if stray:

@@ -33,7 +33,7 @@ from torch import nn
 from taid_car.errors import ConfigError
 from taid_car.models.downscaler import Downscaler
 from taid_car.models.edsr import EDSR, MeanShift, ResBlock, conv3x3, upsample_factors
-from taid_car.models.recursive import Recursion, between_levels_clamped, between_levels_quantized
+from taid_car.models.recursive import Recursion, between_levels_clamped
 from taid_car.models.regularizers import taid_guidance_loss
 from taid_car.ops.imresize import bicubic_downscale
 
@@ -150,7 +150,10 @@ class TAIDDownscaler(Downscaler):
         step, levels = _levels(scale, recursive)
         self.recursive = recursive
         nets = [TAIDEncoder(step, skip=skip, **cfg) for _ in range(1 if share_weights else levels)]
-        self.net = Recursion(nets, levels, between_levels_quantized, record=recursive)
+        self.net = Recursion(nets, levels, self._round_level, record=recursive)
+
+    def _round_level(self, lr: torch.Tensor) -> torch.Tensor:
+        return self.quantizer(lr)
 
     def forward(self, hr: torch.Tensor) -> torch.Tensor:
         H, W = hr.shape[-2:]
@@ -161,10 +164,15 @@ class TAIDDownscaler(Downscaler):
             )
         return self.net(hr)
 
+    def unrounded_intermediates(self) -> list[torch.Tensor]:
+        """Recursive mode: the intermediate LRs of the last training forward, before rounding."""
+        return list(self.net.unmapped)
+
     def regularizers(self, hr: torch.Tensor, lr: torch.Tensor) -> dict[str, torch.Tensor]:
         """``guidance``: L1 between ``lr`` (quantised) and the MATLAB-bicubic LR of ``hr``; in
         recursive mode averaged over the levels of the last forward, level i against bicubic(HR, 2^i)."""
         outputs, self.net.outputs = self.net.outputs, []
+        self.net.unmapped = []
         if not self.recursive or not outputs:
             return {"guidance": taid_guidance_loss(lr, hr, self.scale)}
         outputs[-1] = lr
