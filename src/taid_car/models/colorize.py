@@ -116,7 +116,7 @@ class ColorToGray(Downscaler):
     out_channels = 1
     regularizer_names = ("guidance",)
 
-    def __init__(self, scale: int = 1, preset: str = "tiny", block: int = 1, **overrides: Any) -> None:
+    def __init__(self, scale: int = 1, preset: str = "tiny", block: int = 2, **overrides: Any) -> None:
         _check_scale(scale)
         super().__init__(1)
         self.block = _check_block(block)
@@ -143,7 +143,7 @@ class GrayToColor(nn.Module):
     image shown in colour. Same arguments as :class:`ColorToGray`.
     """
 
-    def __init__(self, scale: int = 1, preset: str = "tiny", block: int = 1, **overrides: Any) -> None:
+    def __init__(self, scale: int = 1, preset: str = "tiny", block: int = 2, **overrides: Any) -> None:
         super().__init__()
         _check_scale(scale)
         self.scale = 1

@@ -16,7 +16,8 @@ The downscaler's ``task`` says what a pair is scored as. ``"resize"`` is the abo
 image; its reference LR is the plain BT.601 gray on the 8-bit grid
 (:func:`taid_car.models.colorize.plain_gray`) and its scores (:data:`TASK_SCORES`) are RGB
 PSNR/SSIM of the restored colour image vs HR (the headline), Y PSNR/SSIM, and the gray fidelity
-``lr_psnr_y`` (PSNR of the learned gray vs plain gray); it has no fixed reference pair (the
+``lr_psnr_y`` / ``lr_ssim_y`` (PSNR / SSIM of the learned gray vs plain gray, no border: SSIM sees
+the fine pattern a position-aware encoder writes that PSNR averages away); it has no fixed reference pair (the
 baseline is the same decoder trained on plain gray, a run of its own), so ``bicubic_sr`` is None.
 
 No Lightning, no W&B: importing this is cheap.
@@ -32,7 +33,7 @@ from torch import nn
 from taid_car.models.colorize import plain_gray
 from taid_car.models.quantize import quantize_8bit
 from taid_car.ops.imresize import bicubic_downscale, bicubic_upscale
-from taid_car.scoring.metrics import psnr_y, score_pair, score_pairs, ssim_rgb
+from taid_car.scoring.metrics import psnr_y, score_pair, score_pairs, ssim_rgb, ssim_y
 
 #: per-image score names :func:`rescale_and_score` returns (the reference ones with ``reference``)
 SCORES = ("psnr_y", "ssim_y", "psnr_rgb", "lr_psnr_y")
@@ -40,7 +41,7 @@ REFERENCE_SCORES = ("bicubic_psnr_y", "bicubic_ssim_y")
 #: per task: (scores, reference scores, headline score that validation selects on)
 TASK_SCORES = {
     "resize": (SCORES, REFERENCE_SCORES, "psnr_y"),
-    "colorize": (("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y", "lr_psnr_y"), (), "psnr_rgb"),
+    "colorize": (("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y", "lr_psnr_y", "lr_ssim_y"), (), "psnr_rgb"),
 }
 
 
@@ -142,6 +143,7 @@ def score_colorized(hr, lr, sr, gray_lr, scale: int, is_gray) -> dict[str, torch
     scores["ssim_rgb"] = ssim_rgb(sr, hr, scale)
     as_rgb = [t.expand(-1, 3, -1, -1) for t in (lr, gray_lr)]
     scores["lr_psnr_y"] = psnr_y(*as_rgb, 0, True)  # gray values, no luma conversion
+    scores["lr_ssim_y"] = ssim_y(*as_rgb, 0, True)
     return scores
 
 

@@ -23,6 +23,7 @@ COLUMNS = [
     Column("psnr_rgb", "PSNR-RGB (dB)", "{:.2f}"),
     Column("ssim_rgb", "SSIM-RGB", "{:.4f}"),
     Column("lr_psnr_y", "LR vs bicubic (dB)", "{:.2f}"),
+    Column("lr_ssim_y", "gray SSIM vs plain gray", "{:.4f}"),
     Column("bicubic_psnr_y", "Bicubic PSNR-Y", "{:.2f}"),
     Column("bicubic_ssim_y", "Bicubic SSIM-Y", "{:.4f}"),
 ]

@@ -10,8 +10,8 @@ class SetResult:
     """Mean scores of one method on one set at one scale (PSNR in dB, SSIM in [0,1]).
 
     ``lr_psnr_y`` is the LR fidelity: vs the bicubic LR, or for colorization (scale 1) the learned
-    gray vs plain gray. Scores a task does not have are None: ``ssim_rgb`` is colorization's, the
-    ``bicubic_*`` reference is resizing's.
+    gray vs plain gray. Scores a task does not have are None: ``ssim_rgb`` and ``lr_ssim_y`` (the
+    learned gray's SSIM vs plain gray) are colorization's, the ``bicubic_*`` reference is resizing's.
     """
 
     method: str
@@ -25,6 +25,7 @@ class SetResult:
     bicubic_psnr_y: float | None = None
     bicubic_ssim_y: float | None = None
     ssim_rgb: float | None = None
+    lr_ssim_y: float | None = None
     per_image: list[dict] = field(default_factory=list)
 
     def as_row(self) -> dict:

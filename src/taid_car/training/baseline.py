@@ -152,11 +152,12 @@ def gain_lines(
     method = {"learned": learned[0].method if learned else "", "baseline": baseline[0].method if baseline else ""}
     scales = {r.set_name: r.scale for r in learned}
     psnr, ssim = _gain_metrics(learned)
+    learned_part = "the learned gray" if psnr == "psnr_rgb" else "the learned downscaler"
     label = {"psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "psnr_rgb": "PSNR-RGB", "ssim_rgb": "SSIM-RGB"}
     lines = []
     for set_name, g in gains(learned, baseline).items():
         gain = g[f"gain_{psnr}"]
-        verdict = withheld or "the learned downscaler " + (
+        verdict = withheld or f"{learned_part} " + (
             "helped" if gain > NOISE_DB else "did not help" if gain < -NOISE_DB
             else f"is level with it (within the ~{NOISE_DB} dB run-to-run spread)"
         )
