@@ -167,6 +167,18 @@ def test_block_networks_take_any_size_and_start_at_plain_gray():
         GrayToColor(block=0)
 
 
+def test_presets_default_to_the_position_aware_design():
+    """tiny (4x32) for CPU and base (16x64, paper-sized) both work on 2x2 blocks unless told otherwise."""
+    sizes = {}
+    for preset in ("tiny", "base"):
+        encoder, decoder = ColorToGray(preset=preset), GrayToColor(preset=preset)
+        assert encoder.block == decoder.block == 2
+        assert encoder.net.head.in_channels == 12 and decoder.net.tail.out_channels == 12
+        sizes[preset] = sum(p.numel() for p in encoder.parameters())
+        assert decoder(encoder(torch.rand(1, 3, 9, 7))).shape == (1, 3, 9, 7)
+    assert sizes["base"] > 10 * sizes["tiny"]
+
+
 # ------------------------------------------------------------------ rescale: gray out, colour back
 
 

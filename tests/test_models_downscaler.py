@@ -101,3 +101,17 @@ def test_out_of_range_covers_every_image_the_run_rounds_and_the_run_quantizer_ro
     torch.testing.assert_close(terms["out_of_range"], expected)
     torch.testing.assert_close(terms["loss"], terms["l1"] + 2.0 * expected)
     assert down.net.unmapped == [] and down.net.outputs == []  # freed after use
+
+
+def test_car_with_its_authors_kernels_never_leaves_the_range_so_the_penalty_is_idle():
+    """clamp-normalised kernels are convex weights: CAR's LR of a [0,1] image stays in [0,1]
+    (to float rounding), so ``out_of_range`` changes nothing for the default CAR."""
+    torch.manual_seed(0)
+    down = CARDownscaler(2, preset="small")
+    rescaler = Rescaler(down, EDSR(2, n_blocks=1, n_feats=8), 2, loss_weights={"out_of_range": 1.0})
+    hr = torch.rand(2, 3, 24, 32)
+    hr[:, :, :8] = 1.0  # saturated areas too
+    hr[:, :, -8:] = 0.0
+    lr = down(hr)
+    assert float(lr.min()) >= -1e-6 and float(lr.max()) <= 1 + 1e-6
+    assert float(rescaler.compute_losses(hr)["out_of_range"]) < 1e-7

@@ -4,10 +4,11 @@
     python experiments/taid_color/analyse.py --runs multirun/taid_color --data ../shared/data \\
         --out experiments/taid_color
 
-Reads ``<runs>/s<steps>/`` (``gray`` and ``taid_color_g<λ>``) and ``<runs>/s<steps>_through_clamp/``
-(the old quantiser). Per run: the T91 hold-out scores at the checkpoint the run kept (selected on
-hold-out RGB PSNR, never on a test set), every hold-out validation (a fall of more than 3 dB
-between two is a divergence), and the test table (Set5, Set14) the run wrote with that checkpoint.
+Reads ``<runs>/s<steps>/`` (``gray`` and ``taid_color_g<λ>``), ``<runs>/s<steps>_through_clamp/``
+(the old quantiser) and ``<runs>/s1000_small/`` (1 residual block per network). Per run: the T91
+hold-out scores at the checkpoint the run kept (selected on hold-out RGB PSNR, never on a test
+set), every hold-out validation (a fall of more than 3 dB between two is a divergence), and the
+test table (Set5, Set14) the run wrote with that checkpoint.
 
 λ is chosen per budget on the hold-out alone: the best hold-out RGB PSNR among the λ whose hold-out
 gray fidelity (PSNR of the learned gray vs plain gray) is at least 30 dB.
@@ -61,7 +62,7 @@ def collect_budget(folder: Path) -> list[dict]:
         curves = {key: {int(s) + 1: v for s, v in metrics.get(f"val/{HOLDOUT}/{key}", [])} for key in SCORES}
         holdout = {key: curves[key].get(step) for key in SCORES}
         psnr = [curves["psnr_rgb"][s] for s in sorted(curves["psnr_rgb"])]
-        drop = max([a - b for a, b in pairwise(psnr)], default=0.0)
+        drop = max([0.0, *(a - b for a, b in pairwise(psnr))])  # 0: it never fell
         tests = {r["set_name"]: r for r in read_json(run / "results.json")}
         rows.append({"run": run.name, "lambda": lambda_of(run), "step": step, "holdout": holdout,
                      "curve": curves, "largest_drop": drop, "tests": tests, "ckpt": ckpt,
@@ -104,18 +105,23 @@ def budget_table(rows: list[dict], steps: int) -> list[str]:
     return lines
 
 
-def clamp_table(new: list[dict], old: list[dict], steps: int) -> list[str]:
-    lines = [f"### {steps} steps: the old quantiser (through the clamp, no penalty) against the new",
+VARIANTS = {"through_clamp": ("the old quantiser (through the clamp, no penalty) against the new", "old", "new"),
+            "small": ("1 residual block per network (32k parameters) against 4 (88k)", "1 block", "4 blocks")}
+
+
+def variant_table(main: list[dict], other: list[dict], steps: int, variant: str) -> list[str]:
+    title, other_label, main_label = VARIANTS[variant]
+    lines = [f"### {steps} steps: {title}",
              "",
-             "| λ | rule | kept step | T91 hold-out | Set5 | Set14 | largest fall (dB) | hold-out per validation |",
+             "| λ | run | kept step | T91 hold-out | Set5 | Set14 | largest fall (dB) | hold-out per validation |",
              "|---:|---|---:|---:|---:|---:|---:|---|"]
-    by_lambda = {r["lambda"]: r for r in new}
-    for r_old in old:
-        for label, r in (("old", r_old), ("new", by_lambda.get(r_old["lambda"]))):
+    by_lambda = {r["lambda"]: r for r in main}
+    for r_other in other:
+        for label, r in ((other_label, r_other), (main_label, by_lambda.get(r_other["lambda"]))):
             if r is None:
                 continue
             curve = " ".join(f"{v:.1f}" for _, v in sorted(r["curve"]["psnr_rgb"].items()))
-            lines.append(f"| {r['lambda']:g} | {label} | {r['step']} | {_cell(r['holdout'])} | "
+            lines.append(f"| {fmt(r['lambda'], 'g')} | {label} | {r['step']} | {_cell(r['holdout'])} | "
                          f"{_cell(r['tests']['Set5'])} | {_cell(r['tests']['Set14'])} | {r['largest_drop']:.2f} | {curve} |")
     return lines
 
@@ -132,9 +138,9 @@ def write_results(budgets: dict[str, list[dict]], out: Path) -> None:
             t5, t14 = pick["tests"]["Set5"], pick["tests"]["Set14"]
             lines += [(f"Chosen at {name[1:]} steps: λ = {pick['lambda']:g}: Set5 / Set14 {t5['psnr_rgb']:.2f} / "
                        f"{t14['psnr_rgb']:.2f} dB RGB at gray fidelity {t5['lr_psnr_y']:.1f} / {t14['lr_psnr_y']:.1f} dB."), ""]
-        old = budgets.get(f"{name}_through_clamp")
-        if old:
-            lines += clamp_table(budgets[name], old, int(name[1:])) + [""]
+        for variant in VARIANTS:
+            if budgets.get(f"{name}_{variant}"):
+                lines += variant_table(budgets[name], budgets[f"{name}_{variant}"], int(name[1:]), variant) + [""]
     lines += ["Hold-out PSNR-RGB at every validation:", ""]
     for name, rows in sorted(budgets.items()):
         for r in rows:
@@ -180,7 +186,7 @@ def plot_colours(rows: list[dict], data: Path, out: Path, crops=(("Set5", "butte
     restored from each; below, a ×4 nearest zoom of the learned and plain gray's central 40 px."""
     pick, base = chosen_lambda(rows), next(r for r in rows if r["lambda"] is None)
     learned, plain = load_pair(pick["ckpt"]), load_pair(base["ckpt"])
-    titles = ["original", f"learned gray λ={pick['lambda']:g}", "plain gray (BT.601)",
+    titles = ["original", f"learned gray, lambda={pick['lambda']:g}", "plain gray (BT.601)",
               "from learned gray", "from plain gray"]
     gap, label_h = 6, 30
     blocks = []
