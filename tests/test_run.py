@@ -35,6 +35,14 @@ def test_every_experiment_composes_and_resolves(experiment, tmp_path):
     assert cfg.data.scale == cfg.scale == cfg.model.downscaler.scale
 
 
+@pytest.mark.parametrize("method", ["car", "taid"])
+@pytest.mark.parametrize("scale", [2, 4])
+def test_paper_presets_are_one_preset_at_two_scales(method, scale, tmp_path):
+    alias = OmegaConf.to_container(compose_run([f"experiment={method}_paper_x{scale}"], tmp_path), resolve=True)
+    preset = OmegaConf.to_container(compose_run([f"experiment={method}_paper", f"scale={scale}"], tmp_path), resolve=True)
+    assert alias == preset and alias["scale"] == scale
+
+
 @pytest.mark.parametrize("option", GROUP_OPTIONS)
 def test_every_group_option_composes_and_resolves(option, tmp_path):
     cfg = compose_run([option, "data_root=/data"], tmp_path)

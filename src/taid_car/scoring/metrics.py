@@ -18,32 +18,20 @@ Conventions, shared by every function here:
 :func:`score_pair` gives every score of one SR/HR pair at once (each image quantised and
 converted once); :func:`psnr_y`, :func:`ssim_y` and :func:`psnr_rgb` give one score each and
 return exactly the same values. Only the conversion an image needs is computed (Y for colour
-images, the gray value for gray ones). This module imports nothing but torch; the torchmetrics
-accumulators (:class:`PSNRY`, :class:`SSIMY`, :class:`PSNRRGB`, :class:`LRFidelity`) live in
-:mod:`taid_car.scoring.metric_collections` and are re-exported here on first access, so importing
-this module does not import torchmetrics (over a second: it pulls in scipy).
+images, the gray value for gray ones). This module imports nothing but torch (training
+accumulates the per-image scores in :class:`taid_car.models.rescaler.PerImageMean`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:  # imported lazily by __getattr__ below
-    from taid_car.scoring.metric_collections import PSNRRGB, PSNRY, SSIMY, LRFidelity
-
 Y_WEIGHTS = (65.481, 128.553, 24.966)  # MATLAB rgb2ycbcr, for RGB in [0, 1]
 
-_METRIC_CLASSES = ("PSNRY", "SSIMY", "PSNRRGB", "LRFidelity")
-
 __all__ = [
-    "PSNRRGB",
-    "PSNRY",
-    "SSIMY",
     "Y_WEIGHTS",
-    "LRFidelity",
     "detect_gray",
     "gaussian_window",
     "psnr_from_mse",
@@ -59,19 +47,6 @@ __all__ = [
     "ssim_rgb",
     "ssim_y",
 ]
-
-
-def __getattr__(name: str):
-    """The torchmetrics classes, imported from :mod:`taid_car.scoring.metric_collections` on first use."""
-    if name in _METRIC_CLASSES:
-        from taid_car.scoring import metric_collections
-
-        return getattr(metric_collections, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_METRIC_CLASSES))
 
 
 def _as_batch(image: torch.Tensor, name: str) -> torch.Tensor:
