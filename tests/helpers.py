@@ -69,11 +69,13 @@ def fake_run(
     steps=100,
     curves: list[str] | None = None,
     pretrain_steps: int = 0,
+    results: list[dict] | None = None,
 ) -> Path:
-    """A finished run: ``sets`` maps set name -> (psnr_y, ssim_y, lr_psnr_y, bicubic_psnr_y)."""
+    """A finished run: ``sets`` maps set name -> (psnr_y, ssim_y, lr_psnr_y, bicubic_psnr_y), or
+    ``results`` gives the results.json rows as they are."""
     run = root / name
     (run / ".hydra").mkdir(parents=True)
-    results = [
+    results = results if results is not None else [
         {
             "method": method,
             "set_name": s,

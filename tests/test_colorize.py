@@ -17,7 +17,8 @@ from taid_car.models.colorize import BT601, ColorToGray, GrayToColor, PlainGray,
 from taid_car.models.quantize import quantize_8bit
 from taid_car.models.rescaler import Rescaler
 from taid_car.scoring.metrics import quantize_uint8, rgb_to_gray
-from taid_car.scoring.pipeline import TASK_SCORES, rescale_and_score, score_colorized
+from taid_car.scoring.pipeline import rescale_and_score, score_colorized
+from taid_car.scoring.tasks import COLORIZE
 from taid_car.scoring.report import markdown_table
 from taid_car.scoring.results import SetResult
 from taid_car.training.baseline import baseline_config, gain_lines, wants_baseline
@@ -27,7 +28,7 @@ def test_shapes_and_channels():
     hr = torch.rand(2, 3, 27, 34)
     encoder, decoder = ColorToGray(), GrayToColor()
     gray = encoder(hr)
-    assert gray.shape == (2, 1, 27, 34) and encoder.out_channels == 1 and encoder.task == "colorize"
+    assert gray.shape == (2, 1, 27, 34) and encoder.out_channels == 1 and encoder.task is COLORIZE
     assert decoder(quantize_8bit(gray)).shape == (2, 3, 27, 34)
     assert PlainGray()(hr).shape == (2, 1, 27, 34)
     with pytest.raises(ValueError, match=r"\(B,1,H,W\)"):
@@ -58,7 +59,7 @@ def test_plain_gray_is_bt601_and_the_metrics_gray():
 
 def test_pipeline_scores_colorization():
     hr = torch.rand(2, 3, 24, 24)
-    names, reference, headline = TASK_SCORES["colorize"]
+    names, reference, headline = COLORIZE.scores, COLORIZE.reference_scores, COLORIZE.headline
     decoder = GrayToColor()
     out = rescale_and_score(ColorToGray(), decoder, hr, 1, False)
     assert set(out.scores) == set(names) and headline == "psnr_rgb" and reference == ()
@@ -78,7 +79,7 @@ def test_pipeline_scores_colorization():
 
 def test_results_table_shows_colour_columns_only():
     row = {"set_name": "Set5", "scale": 1, "images": 5, "psnr_y": 35.0, "ssim_y": 0.98, "psnr_rgb": 24.0,
-           "lr_psnr_y": 40.0, "ssim_rgb": 0.9, "lr_ssim_y": 0.95}
+           "lr_psnr_y": 40.0, "ssim_rgb": 0.9, "lr_ssim_y": 0.95, "task": "colorize"}
     table = markdown_table([SetResult(method="taid_color & gray_to_color", **row)])
     assert "SSIM-RGB" in table and "gray vs plain gray" in table and "Bicubic" not in table
     assert "gray SSIM vs plain gray" in table and "0.9500" in table
@@ -89,13 +90,13 @@ def test_results_table_shows_colour_columns_only():
 def test_config_preset_and_its_gray_baseline(tmp_path):
     cfg = compose_run(["model=taid_color"], tmp_path)
     assert cfg.scale == 1 and cfg.upscaler.name == "gray_to_color"
-    assert cfg.callbacks.checkpoint.monitor == "val/psnr_rgb" and cfg.optimized_metric == "val/psnr_rgb"
+    assert cfg.callbacks.checkpoint.monitor == "val/headline" and cfg.optimized_metric == "val/headline"
     assert wants_baseline(cfg, multirun=False)
     base = baseline_config(cfg)
     assert base.model.name == "gray" and base.upscaler.name == "gray_to_color" and base.scale == 1
     assert not wants_baseline(compose_run(["model=gray"], tmp_path), multirun=False)
     resize = compose_run(["model=taid"], tmp_path)
-    assert resize.scale == 4 and resize.callbacks.checkpoint.monitor == "val/psnr_y"
+    assert resize.scale == 4 and resize.callbacks.checkpoint.monitor == "val/headline"
     study = compose_run(["experiment=color_study"], tmp_path)
     assert study.model.name == "taid_color" and wants_baseline(study, multirun=False)  # brings its gray row
     assert study.model.downscaler.block == 2 and study.upscaler.net.block == 2  # the position-aware design
@@ -104,7 +105,7 @@ def test_config_preset_and_its_gray_baseline(tmp_path):
 
 def test_gain_line_is_in_rgb():
     def result(method, psnr, ssim):
-        return SetResult(method, "Set5", 1, 5, 35.0, 0.98, psnr, 40.0, ssim_rgb=ssim)
+        return SetResult(method, "Set5", 1, 5, 35.0, 0.98, psnr, 40.0, ssim_rgb=ssim, task="colorize")
 
     line = gain_lines([result("taid_color & d", 24.5, 0.91)], [result("gray & d", 24.0, 0.90)], steps=100)[0]
     assert "+0.50 dB PSNR-RGB" in line and "+0.0100 SSIM-RGB" in line and line.endswith("the learned gray helped.")
@@ -221,6 +222,6 @@ def test_fast_dev_run_trains_tests_and_brings_the_gray_baseline(tmp_path):
     outcome = train(compose_run(["model=taid_color", "debug=fast_dev_run"], tmp_path))
     result = outcome["results"][0]
     assert result.scale == 1 and result.ssim_rgb is not None and result.bicubic_psnr_y is None
-    assert "train/guidance" in outcome["metrics"] and "val/psnr_rgb" in outcome["metrics"]
+    assert "train/guidance" in outcome["metrics"] and "val/headline" in outcome["metrics"]
     assert [r.method for r in outcome["baseline"]] == ["gray & gray_to_color"]
     assert "PSNR-RGB" in (tmp_path / "results.md").read_text()

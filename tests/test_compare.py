@@ -70,6 +70,28 @@ def fake_multirun(tmp_path) -> Path:
     return root
 
 
+def _colour_result(psnr_rgb: float, psnr_y: float, fidelity: float) -> dict:
+    return {"method": "taid_color & gray_to_color", "set_name": "Set5", "scale": 1, "images": 5, "task": "colorize",
+            "psnr_rgb": psnr_rgb, "ssim_rgb": 0.95, "psnr_y": psnr_y, "ssim_y": 0.99, "lr_psnr_y": fidelity,
+            "lr_ssim_y": 0.8, "per_image": []}
+
+
+def test_a_colour_sweep_is_ranked_on_its_headline_psnr_rgb(tmp_path):
+    root = tmp_path / "multirun"
+    # PSNR-Y orders them the other way round: the ranking must follow the task's headline
+    for name, rgb, y, fidelity in (("g0.01", 37.3, 41.0, 22.6), ("g0.2", 36.1, 44.0, 31.7), ("gray", 21.1, 45.1, math.inf)):
+        fake_run(root, name, "taid_color & gray_to_color", 1, {}, results=[_colour_result(rgb, y, fidelity)])
+    written = compare([root], tmp_path / "report")
+    rows = read_csv(written["csv"])
+    assert [r["run"] for r in rows] == ["g0.01", "g0.2", "gray"] and {r["task"] for r in rows} == {"colorize"}
+    assert rows[0]["headline"] == rows[0]["psnr_rgb"] == "37.3"
+    md = written["md"].read_text()
+    assert "PSNR-RGB descending" in md and "gray vs plain gray (dB)" in md and "gray SSIM vs plain gray" in md
+    assert "Gain vs bicubic" not in md and "Bicubic PSNR-Y" not in md
+    assert written["bars"].name == "psnr_rgb_per_set.png"
+    assert_png(written["bars"])
+
+
 def test_rows_sorted_by_set_scale_then_metric(fake_multirun):
     runs, base = collect_runs([fake_multirun])
     assert base == fake_multirun.resolve()
@@ -106,7 +128,7 @@ def test_fake_multirun_report(fake_multirun, tmp_path, capsys):
     rows = read_csv(out / "comparison.csv")
     assert len(rows) == 4 and rows[0]["lr_psnr_y"] == "inf" and rows[0]["params_downscaler"] == "0"
     md = (out / "comparison.md").read_text()
-    assert "| Set5 | x2 | bicubic & edsr_tiny | 1_bicubic_x2 | 35.00 | 0.9600 | +2.00 | ∞ |" in md
+    assert "| Set5 | x2 | bicubic & edsr_tiny | 1_bicubic_x2 | 35.00 | 0.9600 | +2.00 | 33.00 | ∞ |" in md
     assert "0 + 950" in md and "1.0k + 2.50M" in md and "2.0 h" in md and "90 s" in md
     assert "| 100 (+50 bicubic pretraining) |" in md and rows[2]["pretrain_steps"] == "50"
     assert "2_car_x4: no results.json" in md and "model=car scale=4" in md

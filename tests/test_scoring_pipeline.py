@@ -11,14 +11,15 @@ import torch
 
 from taid_car.models import BicubicDownscaler, BicubicUpscaler, TAIDDownscaler
 from taid_car.scoring import tables
-from taid_car.scoring.pipeline import REFERENCE_SCORES, SCORES, bicubic_reference, rescale_and_score
+from taid_car.scoring.pipeline import bicubic_reference, rescale_and_score
+from taid_car.scoring.tasks import RESIZE
 from taid_car.scoring.tables import Column
 
 
 def test_bicubic_through_the_pipeline_is_its_own_reference():
     hr = torch.rand(2, 3, 24, 20, dtype=torch.float64)
     out = rescale_and_score(BicubicDownscaler(2), BicubicUpscaler(2), hr, 2, [False, True])
-    assert set(out.scores) == {*SCORES, *REFERENCE_SCORES}
+    assert set(out.scores) == set(RESIZE.result_scores)
     assert all(v.shape == (2,) and v.dtype == torch.float64 for v in out.scores.values())
     assert torch.equal(out.scores["psnr_y"], out.scores["bicubic_psnr_y"])
     assert torch.isinf(out.scores["lr_psnr_y"]).all()
@@ -30,7 +31,7 @@ def test_bicubic_through_the_pipeline_is_its_own_reference():
 def test_without_reference_only_the_methods_scores():
     hr = torch.rand(1, 3, 16, 16)
     out = rescale_and_score(TAIDDownscaler(2), BicubicUpscaler(2), hr, 2, False, reference=False)
-    assert set(out.scores) == set(SCORES) and out.bicubic_sr is None
+    assert set(out.scores) == set(RESIZE.scores) and out.bicubic_sr is None
     assert math.isfinite(float(out.scores["lr_psnr_y"]))
 
 

@@ -3,6 +3,7 @@
     python -m taid_car.compare multirun/2026-01-31_12-00-00
     python -m taid_car.compare outputs/car_x4/<date> outputs/taid_x4/<date> --output reports/x4
     python -m taid_car.compare multirun/<date> --metric ssim_y
+    python -m taid_car.compare multirun/taid_color      # a colour sweep: ranked on PSNR-RGB
 
 Reads what ``python -m taid_car.run`` leaves in each run directory (no W&B needed):
 ``results.json`` (per-set scores), ``run.json`` (parameter counts, training time, steps) and
@@ -12,13 +13,16 @@ a single run directory, or a folder holding either (searched a few levels deep).
 
 Writes into the multirun directory (the common parent of several run directories, or ``--output``):
 
-- ``comparison.md`` / ``comparison.csv``: one row per method x scale x set with PSNR-Y/SSIM-Y,
-  the gain over the Bicubic & Bicubic reference (dB), LR fidelity (PSNR-Y of the learned LR
-  against the bicubic LR), the reference PSNR/SSIM, parameters (downscaler + upscaler),
-  training time and steps; sorted by set, scale, then ``--metric`` descending;
+- ``comparison.md`` / ``comparison.csv``: one row per method x scale x set with the scores of
+  its task (:mod:`taid_car.scoring.tasks`: PSNR-Y/SSIM-Y, the gain over the Bicubic & Bicubic
+  reference (dB), LR fidelity (PSNR-Y of the learned LR against the bicubic LR) and the
+  reference PSNR/SSIM for resizing; PSNR/SSIM-RGB and gray fidelity for colorization),
+  parameters (downscaler + upscaler), training time and steps; sorted by set, scale, then
+  ``--metric`` descending (``headline``, the default: each run's task headline, so a colour sweep
+  ranks on PSNR-RGB);
 - ``<metric>_per_set.png``: grouped bars per set and method, one panel per scale, the bicubic
   reference marked on every bar;
-- ``training_curves.png``: training loss and validation PSNR-Y against the step, one line per run.
+- ``training_curves.png``: training loss and the validation headline against the step, one line per run.
 
 Runs without ``results.json`` are listed as failed with the reason their files tell
 (:func:`taid_car.runs.why_no_results`: a sweep job's ``failed.txt``, checkpoints of an
@@ -45,19 +49,16 @@ from taid_car.errors import one_line
 from taid_car.runs import NoRunsError, Run, collect_runs, natural_key, read_metrics_csv
 from taid_car.scoring import tables
 from taid_car.scoring.tables import MISSING, Column
+from taid_car.scoring.tasks import SCORES, TASKS, Score, columns_in_order, common_task, task_of_result
 
-#: Metrics ``--metric`` may pick: label, unit, and the bicubic reference key when there is one.
-METRICS = {
-    "psnr_y": ("PSNR-Y", "dB", "bicubic_psnr_y"),
-    "ssim_y": ("SSIM-Y", "", "bicubic_ssim_y"),
-    "psnr_rgb": ("PSNR-RGB", "dB", None),
-    "lr_psnr_y": ("LR PSNR-Y vs bicubic LR", "dB", None),
-}
+#: what ``--metric`` may pick: each row's task headline, or any score of the score table
+METRIC_CHOICES = ("headline", *SCORES)
 
 #: Training curves: (metrics.csv column, accepted aliases, y-axis label).
 CURVES = [
     ("train/loss", ("train/loss", "train/loss_step"), "training loss (L1 + regularisers)"),
-    ("val/psnr_y", ("val/psnr_y",), "validation PSNR-Y (dB)"),
+    ("val/headline", ("val/headline", "val/psnr_y", "val/psnr_rgb"),
+     "validation headline (dB): PSNR-Y; PSNR-RGB for colorization"),
 ]
 
 #: comparison.csv columns (raw numbers; parameters as counts, time in seconds).
@@ -66,14 +67,11 @@ CSV_FIELDS = [
     "scale",
     "method",
     "run",
+    "task",
     "images",
-    "psnr_y",
-    "ssim_y",
+    "headline",
+    *SCORES,
     "gain_psnr_y",
-    "lr_psnr_y",
-    "bicubic_psnr_y",
-    "bicubic_ssim_y",
-    "psnr_rgb",
     "params_downscaler",
     "params_upscaler",
     "params_total",
@@ -92,21 +90,21 @@ def run_rows(run: Run) -> list[dict]:
     down, up = params.get("downscaler"), params.get("upscaler")
     rows = []
     for result in run.results or []:
-        psnr, bicubic = _number(result.get("psnr_y")), _number(result.get("bicubic_psnr_y"))
+        task = task_of_result(result)
+        scores = {name: _number(result.get(name)) for name in SCORES}
+        psnr, bicubic = scores["psnr_y"], scores["bicubic_psnr_y"]
         rows.append(
             {
                 "set_name": str(result.get("set_name", "?")),
                 "scale": int(result.get("scale", run.scale or 0)),
                 "method": str(result.get("method", run.method)),
                 "run": run.name,
+                "task": task.name,
                 "images": result.get("images"),
-                "psnr_y": psnr,
-                "ssim_y": _number(result.get("ssim_y")),
+                "headline": scores[task.headline],
+                "headline_reference": scores[task.headline_reference] if task.headline_reference else None,
+                **scores,
                 "gain_psnr_y": psnr - bicubic if psnr is not None and bicubic is not None else None,
-                "lr_psnr_y": _number(result.get("lr_psnr_y")),
-                "bicubic_psnr_y": bicubic,
-                "bicubic_ssim_y": _number(result.get("bicubic_ssim_y")),
-                "psnr_rgb": _number(result.get("psnr_rgb")),
                 "params_downscaler": down,
                 "params_upscaler": up,
                 "params_total": down + up if down is not None and up is not None else None,
@@ -122,7 +120,7 @@ def _number(value) -> float | None:
     return None if value is None else float(value)
 
 
-def comparison_rows(runs: Iterable[Run], metric: str = "psnr_y") -> list[dict]:
+def comparison_rows(runs: Iterable[Run], metric: str = "headline") -> list[dict]:
     """Rows of all finished runs, sorted by set, scale, then ``metric`` descending."""
     rows = [row for run in runs for row in run_rows(run)]
 
@@ -164,18 +162,13 @@ def _fmt(value: float | None, spec: str) -> str:
     return format(value, spec)
 
 
-#: Markdown / terminal columns (the first four are text): title and how a row's cell is written.
-COLUMNS = [
+ID_COLUMNS = [
     Column("set_name", "Set", text=True),
     Column("scale", "Scale", "x{}", text=True),
     Column("method", "Method", text=True),
     Column("run", "Run", text=True),
-    Column("psnr_y", "PSNR-Y (dB)", lambda r: _fmt(r["psnr_y"], ".2f")),
-    Column("ssim_y", "SSIM-Y", lambda r: _fmt(r["ssim_y"], ".4f")),
-    Column("gain_psnr_y", "Gain vs bicubic (dB)", lambda r: _fmt(r["gain_psnr_y"], "+.2f")),
-    Column("lr_psnr_y", "LR vs bicubic LR (dB)", lambda r: _fmt(r["lr_psnr_y"], ".2f")),
-    Column("bicubic_psnr_y", "Bicubic PSNR-Y (dB)", lambda r: _fmt(r["bicubic_psnr_y"], ".2f")),
-    Column("bicubic_ssim_y", "Bicubic SSIM-Y", lambda r: _fmt(r["bicubic_ssim_y"], ".4f")),
+]
+TAIL_COLUMNS = [
     Column(
         "params", "Params (down + up)",
         lambda r: f"{format_count(r['params_downscaler'])} + {format_count(r['params_upscaler'])}",
@@ -184,19 +177,56 @@ COLUMNS = [
     Column("steps", "Steps", lambda r: MISSING if r["steps"] is None else str(r["steps"])
            + (f" (+{r['pretrain_steps']} bicubic pretraining)" if r.get("pretrain_steps") else "")),
 ]
+GAIN_COLUMN = Column("gain_psnr_y", "Gain vs bicubic (dB)", lambda r: _fmt(r["gain_psnr_y"], "+.2f"))
+
+
+def _score_column(name: str, title: str) -> Column:
+    digits = SCORES[name].fmt.strip("{}:")
+    return Column(name, title, lambda r: _fmt(r[name], digits))
+
+
+def columns_for(rows: Sequence[dict]) -> list[Column]:
+    """Markdown / terminal columns for ``rows``: the scores of their tasks (the score table's
+    titles, or the task's own when all rows share one), the PSNR-Y gain over Bicubic & Bicubic
+    after SSIM-Y where there is a reference, then parameters, time and steps."""
+    tasks = [TASKS[name] for name in dict.fromkeys(row["task"] for row in rows)] or [TASKS["resize"]]
+    task = common_task(rows)
+    columns = list(ID_COLUMNS)
+    for name in columns_in_order(tasks):
+        if any(row.get(name) is not None for row in rows):
+            columns.append(_score_column(name, task.title(name) if task else SCORES[name].title))
+            if name == "ssim_y" and any(row.get("gain_psnr_y") is not None for row in rows):
+                columns.append(GAIN_COLUMN)
+    return columns + TAIL_COLUMNS
 
 
 def table_cells(row: dict) -> list[str]:
-    return tables.cells([row], COLUMNS)[0]
+    return tables.cells([row], columns_for([row]))[0]
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
     """GitHub Markdown table of the comparison rows."""
-    return tables.markdown_table(rows, COLUMNS)
+    return tables.markdown_table(rows, columns_for(rows))
 
 
 def rich_table(rows: Sequence[dict], title: str):
-    return tables.rich_table(rows, COLUMNS, title)
+    return tables.rich_table(rows, columns_for(rows), title)
+
+
+def metric_score(metric: str, rows: Sequence[dict]) -> Score:
+    """The score table entry ``--metric`` names; for ``headline``, the common task's headline
+    (a generic "headline score" entry when the rows mix tasks)."""
+    if metric != "headline":
+        return SCORES[metric]
+    task = common_task(rows)
+    if task is not None:
+        return SCORES[task.headline]
+    return Score("headline score", "{:.2f}", "headline score (PSNR-Y; PSNR-RGB for colorization)", "dB")
+
+
+def metric_reference(metric: str) -> str:
+    """The row key of the reference beside ``metric`` (Bicubic & Bicubic), or ""."""
+    return "headline_reference" if metric == "headline" else SCORES[metric].reference or ""
 
 
 def write_csv(rows: Sequence[dict], path: Path) -> None:
@@ -223,13 +253,15 @@ def markdown_report(
 ) -> str:
     """comparison.md: the table, the failed runs, notes on the plots, links to the PNGs."""
     finished = sum(not r.failed for r in runs)
+    tasks = [TASKS[name] for name in dict.fromkeys(row["task"] for row in rows)]
+    scored = "; ".join(f"{task.name}: {task.scored_on}" for task in tasks)
     parts = [
         "# Comparison\n",
         (
             f"{finished} of {len(runs)} runs finished; rows sorted by set, scale, then "
-            f"{METRICS[metric][0]} descending. Scores on the Y channel (border = scale); "
-            '"Gain" is PSNR-Y minus the Bicubic & Bicubic reference on the same images; '
-            '"LR vs bicubic LR" is the LR fidelity (∞ when the LR *is* bicubic).\n'
+            f"{metric_score(metric, rows).label} descending. Scores: {scored}. "
+            + ('"Gain" is PSNR-Y minus the Bicubic & Bicubic reference on the same images; the LR '
+               "fidelity is ∞ when the LR *is* the reference LR.\n" if any(t.reference_scores for t in tasks) else "\n")
         ),
         markdown_table(rows),
     ]
@@ -291,7 +323,8 @@ def plot_metric_per_set(rows: Sequence[dict], metric: str, path: Path) -> Path:
     """Grouped bars: ``metric`` per set (x) and method (bars), one panel per scale;
     the Bicubic & Bicubic reference drawn as a dashed black line across each bar.
     A method keeps its colour in every panel (hatched when it has several runs in one)."""
-    label, unit, _ = METRICS[metric]
+    score = metric_score(metric, rows)
+    label, unit = score.label, score.unit
     scales = sorted({row["scale"] for row in rows})
     methods = sorted({row["method"] for row in rows})
     colors = {method: f"C{i % 10}" for i, method in enumerate(methods)}
@@ -318,7 +351,7 @@ def _values(by_set: dict[str, dict], sets: Sequence[str], key: str) -> list[floa
 
 def _bar_panel(ax, rows: Sequence[dict], metric: str, colors: dict[str, str]) -> None:
     """One scale: a group of bars per set, one bar per run, the bicubic reference on each."""
-    reference_key = METRICS[metric][2]
+    reference_key = metric_reference(metric)
     sets = sorted({r["set_name"] for r in rows}, key=natural_key)
     labels = series_labels(rows)
     runs = sorted({r["run"] for r in rows}, key=lambda run: labels[run])
@@ -333,7 +366,7 @@ def _bar_panel(ax, rows: Sequence[dict], metric: str, colors: dict[str, str]) ->
         bars = ax.bar(
             x, heights, width * 0.92, label=labels[run], color=colors[method], hatch=hatch
         )
-        digits = ".3f" if metric == "ssim_y" else ".2f"
+        digits = ".3f" if "ssim" in metric else ".2f"
         texts = ["" if np.isnan(h) else _fmt(h, digits) for h in heights]
         crowded = len(runs) * len(sets) > 6
         ax.bar_label(bars, labels=texts, fontsize=7, padding=1, rotation=90 if crowded else 0)
@@ -377,7 +410,7 @@ def _zoom(ax, values: Sequence[float], metric: str) -> None:
     if not values:
         return
     low, high = min(values), max(values)
-    pad = max((high - low) * 0.15, 0.02 if metric == "ssim_y" else 0.5)
+    pad = max((high - low) * 0.15, 0.02 if "ssim" in metric else 0.5)
     ax.set_ylim(max(low - 3 * pad, 0.0), high + 2 * pad)
 
 
@@ -391,7 +424,7 @@ def _curve(series: dict[str, list], aliases: Sequence[str]) -> list[tuple[float,
 def plot_training_curves(
     curves: dict[str, dict[str, list]], labels: dict[str, str], path: Path
 ) -> Path:
-    """Training loss and validation PSNR-Y against the step, one line per run."""
+    """Training loss and the validation headline against the step, one line per run."""
     figure = _new_figure(11.0, 4.2)
     axes = figure.subplots(1, len(CURVES), squeeze=False)[0]
     for ax, (_, aliases, ylabel) in zip(axes, CURVES):
@@ -466,7 +499,7 @@ def curve_notes(curves: dict[str, dict[str, list]], no_curves: Sequence[str]) ->
 def compare(
     paths: Sequence[str | Path],
     output: str | Path | None = None,
-    metric: str = "psnr_y",
+    metric: str = "headline",
     console: Console | None = None,
 ) -> dict[str, Path]:
     """Read the runs, write comparison.md/.csv and the PNG plots, print the table.
@@ -474,8 +507,8 @@ def compare(
     Returns the written files by kind (``md``, ``csv``, ``bars``, ``curves``).
     Raises :class:`NoRunsError` when no run, or no finished run, is found.
     """
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    if metric not in METRIC_CHOICES:
+        raise ValueError(f"metric must be one of {', '.join(METRIC_CHOICES)}, got {metric!r}")
     runs, base = collect_runs(paths)
     rows = comparison_rows(runs, metric)
     if not rows:
@@ -489,8 +522,10 @@ def compare(
     write_csv(rows, written["csv"])
 
     plots = {}
-    written["bars"] = plot_metric_per_set(rows, metric, out / f"{metric}_per_set.png")
-    plots[f"{METRICS[metric][0]} per set"] = written["bars"]
+    task = common_task(rows)
+    shown = task.headline if metric == "headline" and task else metric  # psnr_y_per_set.png, not headline_
+    written["bars"] = plot_metric_per_set(rows, metric, out / f"{shown}_per_set.png")
+    plots[f"{metric_score(metric, rows).label} per set"] = written["bars"]
     curves, no_curves = collect_curves(runs)
     if curves:
         written["curves"] = plot_training_curves(
@@ -509,9 +544,8 @@ def _print_summary(console: Console | None, rows, runs, notes, written) -> None:
         if not console.is_terminal:
             console = Console(width=200)
     finished = sum(not r.failed for r in runs)
-    console.print(
-        rich_table(rows, f"Comparison of {finished} finished runs (Y channel, border = scale)")
-    )
+    tasks = [TASKS[name] for name in dict.fromkeys(row["task"] for row in rows)]
+    console.print(rich_table(rows, f"Comparison of {finished} finished runs ({'; '.join(t.scored_on for t in tasks)})"))
     for line in failed_lines(runs):
         console.print(f"[red]failed[/red] {escape(line)}", highlight=False)
     for note in notes:
@@ -536,9 +570,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--metric",
-        default="psnr_y",
-        choices=list(METRICS),
-        help="sort key within set and scale, and the bar-chart quantity (default psnr_y)",
+        default="headline",
+        choices=list(METRIC_CHOICES),
+        help="sort key within set and scale, and the bar-chart quantity (default headline: "
+        "each run's task headline, PSNR-Y; PSNR-RGB for colorization)",
     )
     return parser
 

@@ -75,6 +75,7 @@ from taid_car.ops.imresize import bicubic_upscale
 from taid_car.scoring import tables
 from taid_car.scoring.pipeline import downscale_8bit, rescale_and_score, score_sr
 from taid_car.scoring.tables import Column
+from taid_car.scoring.tasks import SCORES, Task, task_of
 
 log = logging.getLogger(__name__)
 
@@ -441,10 +442,6 @@ def run_upscale(args: argparse.Namespace, pair: TrainedPair) -> int:
     return summarize(outcome, f"upscaled ({pair.method}, x{pair.scale}) into {args.output}:")
 
 
-# the pipeline's per-image scores a round trip reports, those of the pair's task (RGB PSNR of a
-# resizing pair is left to ``evaluate``; colorization's headline is RGB)
-ROUNDTRIP_SCORES = ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y", "lr_psnr_y", "bicubic_psnr_y", "bicubic_ssim_y")
-RESIZE_ONLY_RGB = ("psnr_rgb",)
 
 
 def score_image(pair: TrainedPair, hr: torch.Tensor, is_gray: bool, jpeg_quality: int | None) -> dict:
@@ -455,9 +452,8 @@ def score_image(pair: TrainedPair, hr: torch.Tensor, is_gray: bool, jpeg_quality
     s, gray = pair.scale, torch.tensor([is_gray])
     with torch.inference_mode():
         out = rescale_and_score(pair.downscaler, pair.upscaler, hr.to(pair.device), s, is_gray)
-    colorize = "ssim_rgb" in out.scores
-    row = {key: out.scores[key].item() for key in ROUNDTRIP_SCORES
-           if key in out.scores and (colorize or key not in RESIZE_ONLY_RGB)}
+    task = task_of(pair.downscaler)
+    row = {key: out.scores[key].item() for key in task.result_scores}
     if jpeg_quality is not None:
         lr, bicubic_lr = out.lr.cpu(), out.bicubic_lr.cpu()
         pixels = lr.shape[-2] * lr.shape[-1]
@@ -474,19 +470,14 @@ def score_image(pair: TrainedPair, hr: torch.Tensor, is_gray: bool, jpeg_quality
     return row
 
 
-def roundtrip_columns(with_jpeg: bool) -> list[Column]:
-    """(key, title, format) of the round-trip table; "Bic." is Bicubic & Bicubic, "JPEG" the
-    scores with the LR JPEG-compressed, "bpp" the JPEG size in bits per LR pixel."""
+def roundtrip_columns(task: Task, with_jpeg: bool) -> list[Column]:
+    """(key, title, format) of the round-trip table: the task's scores with the score table's
+    titles (:mod:`taid_car.scoring.tasks`); "Bic." is Bicubic & Bicubic, "JPEG" the scores with
+    the LR JPEG-compressed, "bpp" the JPEG size in bits per LR pixel."""
     columns = [
         Column("image", "Image", "{}", text=True),
         Column("size", "HR size", "{}", text=True),
-        Column("psnr_rgb", "PSNR-RGB", "{:.2f}"),
-        Column("ssim_rgb", "SSIM-RGB", "{:.4f}"),
-        Column("psnr_y", "PSNR-Y", "{:.2f}"),
-        Column("ssim_y", "SSIM-Y", "{:.4f}"),
-        Column("lr_psnr_y", "LR vs bic.", "{:.2f}"),
-        Column("bicubic_psnr_y", "Bic. PSNR-Y", "{:.2f}"),
-        Column("bicubic_ssim_y", "Bic. SSIM-Y", "{:.4f}"),
+        *(Column(key, task.title(key), SCORES[key].fmt) for key in task.result_scores),
     ]
     if with_jpeg:
         columns += [
@@ -539,7 +530,7 @@ def write_tables(
 
 def run_roundtrip(args: argparse.Namespace, pair: TrainedPair) -> int:
     """HR -> LR (-> JPEG) -> SR for each file; table on stdout, CSV/Markdown in ``--output``."""
-    if args.jpeg_quality is not None and pair.lr_channels != 3:
+    if args.jpeg_quality is not None and not task_of(pair.downscaler).reference_scores:
         raise UsageError(f"--jpeg-quality compares JPEG-compressed LRs with bicubic ones; {pair.method} "
                          "is a colorization pair (no bicubic reference)")
     files = collect_inputs(args.input)
@@ -567,15 +558,10 @@ def run_roundtrip(args: argparse.Namespace, pair: TrainedPair) -> int:
     if not rows:
         return status
     rows.append(mean_row(rows))
-    columns = [c for c in roundtrip_columns(args.jpeg_quality is not None) if c.text or c.key in rows[0]]
+    task = task_of(pair.downscaler)
+    columns = roundtrip_columns(task, args.jpeg_quality is not None)
     jpeg = f", LR JPEG quality {args.jpeg_quality}" if args.jpeg_quality is not None else ""
-    title = (
-        f"{pair.method} x{pair.scale} round trip (Y channel, border {pair.scale}{jpeg}; "
-        "Bic. = Bicubic & Bicubic)"
-    ) if pair.lr_channels == 3 else (
-        f"{pair.method} colorization round trip (restored colour vs HR, border 1; "
-        "\"LR vs bic.\" is the learned gray vs plain gray)"
-    )
+    title = f"{pair.method} x{pair.scale} round trip ({task.scored_on}{jpeg})"
     caption = None
     if args.jpeg_quality is not None:
         caption = jpeg_summary(rows[-1], args.jpeg_quality, pair.method)

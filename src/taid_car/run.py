@@ -4,7 +4,7 @@
     python -m taid_car.run -m model=car,taid,bicubic scale=2,4 experiment=cpu_small
 
 Everything lands in the Hydra run directory: checkpoints/, results.md/.csv/.json, loggers' files.
-Returns ``cfg.optimized_metric`` (default ``val/psnr_y``) for sweepers.
+Returns ``cfg.optimized_metric`` (``val/headline``: the task's headline score) for sweepers.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -30,7 +30,8 @@ from taid_car.models.checkpoints import CheckpointError
 from taid_car.models.rescaler import Rescaler, count_parameters
 from taid_car.models.trained import init_upscaler_from, method_name, read_run_checkpoint
 from taid_car.rundir import held_run_dir, is_secondary_rank
-from taid_car.scoring.report import COLUMNS, markdown_table, print_results, write_results
+from taid_car.scoring.report import columns_for, markdown_table, print_results, write_results
+from taid_car.scoring.tasks import Task, task_of
 from taid_car.training.baseline import (
     baseline_config,
     baseline_model,
@@ -144,7 +145,7 @@ def config_mismatch(theirs: dict, ours: dict) -> str | None:
 
 def log_results_table(trainer: L.Trainer, results: list) -> None:
     """The test results as a W&B table (``test/results``) when a WandbLogger is attached."""
-    columns = [c.key for c in COLUMNS]
+    columns = [c.key for c in columns_for([r.as_row() for r in results])]
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             logger.log_table(key="test/results", columns=columns,
@@ -239,13 +240,19 @@ def train(cfg: DictConfig, multirun: bool = False) -> dict:
     bicubic + the same upscaler on the same schedule from the same start, and the difference
     per test set. Prints the results table; returns :func:`fit_and_test`'s dict
     plus ``baseline`` (its results, or None)."""
-    colorize = cfg.model.get("task") == "colorize"  # channels shrink, not sides: scale 1
-    check_scale(cfg.get("scale"), minimum=1 if colorize else 2)
+    task = configured_task(cfg)
+    check_scale(cfg.get("scale"), minimum=task.min_scale)
     with held_run_dir(cfg.output_dir):  # a no-op when Hydra's RunDirGuard holds it already
-        return _train(cfg, multirun, colorize)
+        return _train(cfg, multirun, task)
 
 
-def _train(cfg: DictConfig, multirun: bool, colorize: bool) -> dict:
+def configured_task(cfg: DictConfig) -> Task:
+    """The task of the configured downscaler class (:mod:`taid_car.scoring.tasks`), before any
+    network is built."""
+    return task_of(get_class(cfg.model.downscaler._target_))
+
+
+def _train(cfg: DictConfig, multirun: bool, task: Task) -> dict:
     refuse_foreign_run_dir(cfg)
     if pretrain_steps(cfg) > 0:
         pretrain_upscaler(cfg)
@@ -255,8 +262,7 @@ def _train(cfg: DictConfig, multirun: bool, colorize: bool) -> dict:
     if not results or not trainer.is_global_zero:
         return outcome
     out_dir = Path(cfg.output_dir)
-    title = (f"{method_name(cfg)} colorization (restored RGB vs HR, border 1; gray fidelity vs plain gray)"
-             if colorize else f"{method_name(cfg)} x{cfg.scale} (Y channel, border = scale)")
+    title = task.table_title.format(method=method_name(cfg), scale=cfg.scale)
     if not wants_baseline(cfg, multirun):
         print_results(results, title=title)
         log.info("results written to %s", out_dir / "results.md")

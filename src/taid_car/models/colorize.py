@@ -1,6 +1,6 @@
 """TAD's colorization, "downscaling in the channel dimension" (Kim et al., ECCV 2018, Sec. 5).
 
-The same downscaler/upscaler contract, 3 -> 1 -> 3 channels at scale 1 (``task = "colorize"``):
+The same downscaler/upscaler contract, 3 -> 1 -> 3 channels at scale 1 (``task = COLORIZE``):
 
 * :class:`ColorToGray` (encoder, the learned "downscaler"): RGB (B,3,H,W) in [0,1] -> gray
   (B,1,H,W), a residual CNN over the plain gray image, guided towards it by
@@ -33,6 +33,7 @@ from torch import nn
 from taid_car.models.downscaler import Downscaler
 from taid_car.models.edsr import MeanShift, ResBlock, conv3x3
 from taid_car.models.taid import resolve_preset
+from taid_car.scoring.tasks import COLORIZE
 
 #: ITU-R BT.601 luma weights of R, G, B
 BT601 = (0.299, 0.587, 0.114)
@@ -87,7 +88,7 @@ def _check_block(block: int) -> int:
 class PlainGray(Downscaler):
     """The fixed baseline of colorization: RGB (B,3,H,W) -> BT.601 gray (B,1,H,W); no parameters."""
 
-    task = "colorize"
+    task = COLORIZE
     out_channels = 1
 
     def __init__(self, scale: int = 1) -> None:
@@ -112,7 +113,7 @@ class ColorToGray(Downscaler):
         **overrides: ``n_blocks``, ``n_feats``, ``res_scale``.
     """
 
-    task = "colorize"
+    task = COLORIZE
     out_channels = 1
     regularizer_names = ("guidance",)
 

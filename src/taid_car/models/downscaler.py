@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from taid_car.models.quantize import Quantizer
+from taid_car.scoring.tasks import RESIZE, Task
 
 
 class Downscaler(nn.Module):
@@ -33,9 +34,9 @@ class Downscaler(nn.Module):
 
     #: names of the terms :meth:`regularizers` returns
     regularizer_names: tuple[str, ...] = ()
-    #: what the pair is scored as (:mod:`taid_car.scoring.pipeline`): ``"resize"`` (LR vs bicubic
-    #: LR, SR vs HR on Y) or ``"colorize"`` (a gray LR vs plain luma, restored colour vs HR)
-    task: str = "resize"
+    #: what the pair is scored as (:mod:`taid_car.scoring.tasks`): ``RESIZE`` (LR vs bicubic LR,
+    #: SR vs HR on Y) or ``COLORIZE`` (a gray LR vs plain luma, restored colour vs HR)
+    task: Task = RESIZE
     #: channels of the LR it produces (3; 1 for a colour-to-gray encoder)
     out_channels: int = 3
     #: how LRs are rounded to 8 bit, inside the downscaler too (the training module sets its own)

@@ -38,17 +38,14 @@ from torchmetrics import Metric, MetricCollection
 from taid_car.errors import ConfigError, TrainingDiverged
 from taid_car.models.downscaler import Downscaler
 from taid_car.models.quantize import Quantizer, out_of_range_penalty
-from taid_car.scoring.pipeline import TASK_SCORES, rescale_and_score, task_of
+from taid_car.scoring.pipeline import rescale_and_score
 from taid_car.scoring.results import SetResult
+from taid_car.scoring.tasks import task_of
 
 log = logging.getLogger(__name__)
 
 #: what a non-finite loss or gradient does: stop the run, or skip that optimiser step
 ON_NONFINITE = ("stop", "skip")
-
-#: per task, the scores logged at every validation (test logs all of the task's scores)
-VAL_SCORES = {"resize": ("psnr_y", "ssim_y", "lr_psnr_y"),
-              "colorize": ("psnr_rgb", "ssim_rgb", "psnr_y", "lr_psnr_y", "lr_ssim_y")}
 
 
 class PerImageMean(Metric):
@@ -138,7 +135,8 @@ class Rescaler(L.LightningModule):
         self.val_set_names, self.test_set_names = list(val_set_names), list(test_set_names)
         self.method, self.config = method, config
         self.task = task_of(downscaler)
-        self.scores, self.reference_scores, self.headline = TASK_SCORES[self.task]
+        self.scores, self.reference_scores = self.task.scores, self.task.reference_scores
+        self.headline = self.task.headline
         if not downscaler_lr_scale > 0:
             raise ValueError(f"downscaler_lr_scale must be > 0, got {downscaler_lr_scale}")
         self.downscaler_lr_scale = float(downscaler_lr_scale)
@@ -242,7 +240,7 @@ class Rescaler(L.LightningModule):
 
     # ----------------------------------------------------------------- evaluation
     def _val_collection(self) -> MetricCollection:
-        return MetricCollection({name: PerImageMean() for name in VAL_SCORES[self.task]})
+        return MetricCollection({name: PerImageMean() for name in self.task.val_scores})
 
     def _test_collection(self) -> MetricCollection:
         return MetricCollection({name: PerImageMean() for name in (*self.scores, *self.reference_scores)})
@@ -276,18 +274,18 @@ class Rescaler(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         rows = self._log_sets("val", self.val_set_names, self.val_metrics)
-        if rows:  # the first set's headline (Y PSNR; RGB PSNR for colorization) drives checkpoints
+        if rows:  # the first set's headline (Y PSNR; RGB PSNR for colorization) drives checkpoints: val/headline
             if not math.isfinite(rows[0][self.headline]) and not self.trainer.sanity_checking:
                 raise TrainingDiverged(
                     f"training diverged by step {self.trainer.global_step}: validation {rows[0]['set_name']} "
                     f"{self.headline} = {rows[0][self.headline]}; no checkpoint was saved for it. Try a lower "
                     f"optimizer.lr, gradient clipping (trainer.gradient_clip_val=10) or on_nonfinite=skip")
-            self.log(f"val/{self.headline}", rows[0][self.headline], prog_bar=True)
+            self.log("val/headline", rows[0][self.headline], prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
         rows = self._log_sets("test", self.test_set_names, self.test_metrics)
         self.test_results = [
-            SetResult(method=self.method, scale=self.scale, **row) for row in rows
+            SetResult(method=self.method, scale=self.scale, task=self.task.name, **row) for row in rows
         ]
 
     # ----------------------------------------------------------------- checkpoints

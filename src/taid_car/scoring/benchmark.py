@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from taid_car.scoring.pipeline import rescale_and_score
 from taid_car.scoring.results import SetResult
+from taid_car.scoring.tasks import task_of
 
 
 @torch.no_grad()
@@ -41,4 +42,5 @@ def evaluate_set(
         raise ValueError(f"benchmark set {set_name!r} has no images")
     keys = [k for k in per_image[0] if k not in ("name", "is_gray")]
     scores = {k: sum(row[k] for row in per_image) / len(per_image) for k in keys}
-    return SetResult(method=method, set_name=set_name, scale=scale, images=len(dataset), per_image=per_image, **scores)
+    return SetResult(method=method, set_name=set_name, scale=scale, images=len(dataset), per_image=per_image,
+                     task=task_of(downscaler).name, **scores)

@@ -11,10 +11,10 @@ Per HR batch (B,3,H,W) in [0,1], H and W multiples of the downscaler's crop mult
   pixels removed, LR fidelity (Y PSNR of LR vs bicubic LR, no border; ``inf`` for bicubic
   itself) and, with the reference, the Bicubic & Bicubic Y PSNR/SSIM.
 
-The downscaler's ``task`` says what a pair is scored as. ``"resize"`` is the above.
-``"colorize"`` (TAD's colour -> gray -> colour, scale 1) has a 1-channel LR, the learned gray
-image; its reference LR is the plain BT.601 gray on the 8-bit grid
-(:func:`taid_car.models.colorize.plain_gray`) and its scores (:data:`TASK_SCORES`) are RGB
+The downscaler's ``task`` (:mod:`taid_car.scoring.tasks`) says what a pair is scored as.
+``RESIZE`` is the above. ``COLORIZE`` (TAD's colour -> gray -> colour, scale 1) has a 1-channel
+LR, the learned gray image; its reference LR is the plain BT.601 gray on the 8-bit grid
+(:func:`taid_car.models.colorize.plain_gray`) and its scores (``COLORIZE.scores``) are RGB
 PSNR/SSIM of the restored colour image vs HR (the headline), Y PSNR/SSIM, and the gray fidelity
 ``lr_psnr_y`` / ``lr_ssim_y`` (PSNR / SSIM of the learned gray vs plain gray, no border: SSIM sees
 the fine pattern a position-aware encoder writes that PSNR averages away); it has no fixed reference pair (the
@@ -30,27 +30,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from taid_car.models.colorize import plain_gray
 from taid_car.models.quantize import quantize_8bit
-from taid_car.ops.imresize import bicubic_downscale, bicubic_upscale
+from taid_car.ops.imresize import bicubic_upscale
 from taid_car.scoring.metrics import psnr_y, score_pair, score_pairs, ssim_rgb, ssim_y
-
-#: per-image score names :func:`rescale_and_score` returns (the reference ones with ``reference``)
-SCORES = ("psnr_y", "ssim_y", "psnr_rgb", "lr_psnr_y")
-REFERENCE_SCORES = ("bicubic_psnr_y", "bicubic_ssim_y")
-#: per task: (scores, reference scores, headline score that validation selects on)
-TASK_SCORES = {
-    "resize": (SCORES, REFERENCE_SCORES, "psnr_y"),
-    "colorize": (("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y", "lr_psnr_y", "lr_ssim_y"), (), "psnr_rgb"),
-}
-
-
-def task_of(downscaler: nn.Module) -> str:
-    """The downscaler's ``task`` (``resize`` unless it says otherwise); ValueError if unknown."""
-    task = getattr(downscaler, "task", "resize")
-    if task not in TASK_SCORES:
-        raise ValueError(f"{type(downscaler).__name__}.task={task!r}: not one of {sorted(TASK_SCORES)}")
-    return task
+from taid_car.scoring.tasks import COLORIZE, RESIZE, Task, task_of
 
 
 @dataclass
@@ -69,12 +52,10 @@ def downscale_8bit(downscaler: nn.Module, hr: torch.Tensor) -> torch.Tensor:
     return quantize_8bit(downscaler(hr))
 
 
-def reference_lr_of(task: str, hr: torch.Tensor, scale: int) -> torch.Tensor:
+def reference_lr_of(task: Task, hr: torch.Tensor, scale: int) -> torch.Tensor:
     """The LR a learned downscaler's fidelity is measured against, on the 8-bit grid: the
-    bicubic LR (B,3,H/s,W/s) for ``resize``, the plain gray (B,1,H,W) for ``colorize``."""
-    if task == "colorize":
-        return quantize_8bit(plain_gray(hr))
-    return bicubic_lr_of(hr, scale)
+    bicubic LR (B,3,H/s,W/s) for ``RESIZE``, the plain gray (B,1,H,W) for ``COLORIZE``."""
+    return task.reference_lr(hr, scale)
 
 
 def rescale(downscaler: nn.Module, upscaler: nn.Module, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,7 +66,7 @@ def rescale(downscaler: nn.Module, upscaler: nn.Module, hr: torch.Tensor) -> tup
 
 def bicubic_lr_of(hr: torch.Tensor, scale: int) -> torch.Tensor:
     """MATLAB-bicubic LR of HR (B,3,H,W) on the 8-bit grid (B,3,H/s,W/s): the fidelity target."""
-    return quantize_8bit(bicubic_downscale(hr, scale))
+    return RESIZE.reference_lr(hr, scale)
 
 
 def bicubic_reference(hr: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,8 +84,8 @@ def score_sr(sr: torch.Tensor, hr: torch.Tensor, scale: int, is_gray: torch.Tens
 
 
 def score(hr, lr, sr, bicubic_lr, scale: int, is_gray, bicubic_sr=None) -> dict[str, torch.Tensor]:
-    """Per-image scores (B,) float64 of a rescaled batch: :data:`SCORES`, and
-    :data:`REFERENCE_SCORES` when ``bicubic_sr`` is given. ``is_gray``: (B,) bool (or one bool)."""
+    """Per-image scores (B,) float64 of a rescaled batch: ``RESIZE.scores``, and
+    ``RESIZE.reference_scores`` when ``bicubic_sr`` is given. ``is_gray``: (B,) bool (or one bool)."""
     gray = _gray(is_gray, hr)
     rows = score_pairs([sr] if bicubic_sr is None else [sr, bicubic_sr], hr, scale, gray)  # HR's work once
     scores = dict(rows[0])
@@ -127,8 +108,8 @@ def rescale_and_score(
     (always: LR fidelity needs it) and, with ``reference``, Bicubic & Bicubic, all scored.
     A ``colorize`` downscaler is scored as the module docstring says (``reference`` unused)."""
     lr, sr = rescale(downscaler, upscaler, hr)
-    if task_of(downscaler) == "colorize":
-        gray_lr = reference_lr_of("colorize", hr, scale)
+    if task_of(downscaler) is COLORIZE:
+        gray_lr = reference_lr_of(COLORIZE, hr, scale)
         return Rescaled(lr, sr, gray_lr, None, score_colorized(hr, lr, sr, gray_lr, scale, is_gray))
     bicubic_lr = bicubic_lr_of(hr, scale)
     bicubic_sr = bicubic_upscale(bicubic_lr, scale) if reference else None
@@ -137,7 +118,7 @@ def rescale_and_score(
 
 def score_colorized(hr, lr, sr, gray_lr, scale: int, is_gray) -> dict[str, torch.Tensor]:
     """Per-image scores (B,) float64 of a colorization pass: the ``colorize`` names of
-    :data:`TASK_SCORES`; ``lr`` and ``gray_lr`` are (B,1,H,W) on the 8-bit grid."""
+    ``COLORIZE.scores``; ``lr`` and ``gray_lr`` are (B,1,H,W) on the 8-bit grid."""
     gray = _gray(is_gray, hr)
     scores = dict(score_pair(sr, hr, scale, gray))
     scores["ssim_rgb"] = ssim_rgb(sr, hr, scale)

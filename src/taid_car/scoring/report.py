@@ -12,21 +12,19 @@ from pathlib import Path
 from taid_car.scoring import tables
 from taid_car.scoring.results import SetResult
 from taid_car.scoring.tables import Column
+from taid_car.scoring.tasks import RESIZE, SCORES, columns_in_order, common_task, task_of_result
 
-COLUMNS = [
+ID_COLUMNS = [
     Column("method", "Method", text=True),
     Column("set_name", "Set", text=True),
     Column("scale", "Scale", "x{}"),
     Column("images", "Images"),
-    Column("psnr_y", "PSNR-Y (dB)", "{:.2f}"),
-    Column("ssim_y", "SSIM-Y", "{:.4f}"),
-    Column("psnr_rgb", "PSNR-RGB (dB)", "{:.2f}"),
-    Column("ssim_rgb", "SSIM-RGB", "{:.4f}"),
-    Column("lr_psnr_y", "LR vs bicubic (dB)", "{:.2f}"),
-    Column("lr_ssim_y", "gray SSIM vs plain gray", "{:.4f}"),
-    Column("bicubic_psnr_y", "Bicubic PSNR-Y", "{:.2f}"),
-    Column("bicubic_ssim_y", "Bicubic SSIM-Y", "{:.4f}"),
 ]
+
+
+#: results.csv columns: the id columns, every score of the score table (empty where a task has
+#: none), and the task
+CSV_KEYS = [*(c.key for c in ID_COLUMNS), *SCORES, "task"]
 
 
 def _rows(results: Sequence[SetResult]) -> list[dict]:
@@ -34,12 +32,13 @@ def _rows(results: Sequence[SetResult]) -> list[dict]:
 
 
 def columns_for(rows: Sequence[dict]) -> list[Column]:
-    """:data:`COLUMNS` without those no row has a value for (colorization has no Bicubic
-    reference, resizing no SSIM-RGB); the LR column says what colorization's LR is scored against."""
-    shown = [c for c in COLUMNS if any(row.get(c.key) is not None for row in rows)]
-    if rows and all(row.get("ssim_rgb") is not None for row in rows):  # colorization's rows
-        shown = [Column(c.key, "gray vs plain gray (dB)", c.fmt) if c.key == "lr_psnr_y" else c for c in shown]
-    return shown
+    """The rows' task scores (:mod:`taid_car.scoring.tasks`, titles and formats from its score
+    table) after the id columns, without those no row has a value for; the task's own titles
+    when all rows are of one task (colorization's LR column is "gray vs plain gray")."""
+    tasks = list({task_of_result(row).name: task_of_result(row) for row in rows}.values()) or [RESIZE]
+    task = common_task(rows) or RESIZE
+    scores = [name for name in columns_in_order(tasks) if any(row.get(name) is not None for row in rows)]
+    return ID_COLUMNS + [Column(name, task.title(name), SCORES[name].fmt) for name in scores]
 
 
 def markdown_table(results: Sequence[SetResult]) -> str:
@@ -65,7 +64,7 @@ def write_results(
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "results.md", "csv": out / "results.csv", "json": out / "results.json"}
     paths["md"].write_text(markdown_table(results))
-    tables.write_csv(_rows(results), [c.key for c in COLUMNS], paths["csv"])
+    tables.write_csv(_rows(results), CSV_KEYS, paths["csv"])
     paths["json"].write_text(to_json([r.__dict__ for r in results]))
     if extra is not None:
         paths["run"] = out / "run.json"

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 class SetResult:
     """Mean scores of one method on one set at one scale (PSNR in dB, SSIM in [0,1]).
 
+    ``task`` names what the pair was scored as (:mod:`taid_car.scoring.tasks`).
     ``lr_psnr_y`` is the LR fidelity: vs the bicubic LR, or for colorization (scale 1) the learned
     gray vs plain gray. Scores a task does not have are None: ``ssim_rgb`` and ``lr_ssim_y`` (the
     learned gray's SSIM vs plain gray) are colorization's, the ``bicubic_*`` reference is resizing's.
@@ -26,6 +27,7 @@ class SetResult:
     bicubic_ssim_y: float | None = None
     ssim_rgb: float | None = None
     lr_ssim_y: float | None = None
+    task: str = "resize"
     per_image: list[dict] = field(default_factory=list)
 
     def as_row(self) -> dict:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from taid_car.config import CONFIG_DIR
 from taid_car.scoring.results import SetResult
+from taid_car.scoring.tasks import RESIZE, SCORES, Task, task_of_result
 
 BASELINE_MODEL = "bicubic"  # the fixed baseline of resizing; a model config may name its own (`baseline_model`)
 BASELINE_CHOICES = ("auto", True, False)
@@ -115,9 +116,9 @@ def pretrain_config(cfg: DictConfig) -> DictConfig:
     return pre
 
 
-#: the (PSNR, SSIM) pair a gain is stated in: Y for resizing, RGB for colorization (which has SSIM-RGB)
-def _gain_metrics(results: Sequence[SetResult]) -> tuple[str, str]:
-    return ("psnr_rgb", "ssim_rgb") if results and results[0].ssim_rgb is not None else ("psnr_y", "ssim_y")
+def _task(results: Sequence[SetResult]) -> Task:
+    """The task a gain is stated for: its headline and SSIM (Y for resizing, RGB for colorization)."""
+    return task_of_result(results[0].as_row()) if results else RESIZE
 
 
 def _steps(n: int) -> str:
@@ -151,20 +152,19 @@ def gain_lines(
     withheld = no_verdict_reason(steps, fast_dev_run)
     method = {"learned": learned[0].method if learned else "", "baseline": baseline[0].method if baseline else ""}
     scales = {r.set_name: r.scale for r in learned}
-    psnr, ssim = _gain_metrics(learned)
-    learned_part = "the learned gray" if psnr == "psnr_rgb" else "the learned downscaler"
-    label = {"psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "psnr_rgb": "PSNR-RGB", "ssim_rgb": "SSIM-RGB"}
+    task = _task(learned)
+    psnr, ssim = task.headline, task.headline_ssim
     lines = []
     for set_name, g in gains(learned, baseline).items():
         gain = g[f"gain_{psnr}"]
-        verdict = withheld or f"{learned_part} " + (
+        verdict = withheld or f"{task.learned} " + (
             "helped" if gain > NOISE_DB else "did not help" if gain < -NOISE_DB
             else f"is level with it (within the ~{NOISE_DB} dB run-to-run spread)"
         )
         lines.append(
             f"{set_name} x{scales[set_name]}: {method['learned']} {g[psnr]:.2f} dB vs {method['baseline']} "
-            f"{g[f'baseline_{psnr}']:.2f} dB (same upscaler{budget}): {gain:+.2f} dB {label[psnr]}, "
-            f"{g[f'gain_{ssim}']:+.4f} {label[ssim]}; {verdict}."
+            f"{g[f'baseline_{psnr}']:.2f} dB (same upscaler{budget}): {gain:+.2f} dB {SCORES[psnr].label}, "
+            f"{g[f'gain_{ssim}']:+.4f} {SCORES[ssim].label}; {verdict}."
         )
     return lines
 
@@ -178,7 +178,8 @@ def gains(learned: Sequence[SetResult], baseline: Sequence[SetResult]) -> dict[s
         if r.set_name not in by_set:
             continue
         row = {}
-        for key in _gain_metrics(learned):
+        task = _task(learned)
+        for key in (task.headline, task.headline_ssim):
             ours, theirs = getattr(r, key), getattr(by_set[r.set_name], key)
             row |= {key: ours, f"baseline_{key}": theirs, f"gain_{key}": ours - theirs}
         out[r.set_name] = row

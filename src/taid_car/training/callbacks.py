@@ -17,12 +17,10 @@ from lightning.pytorch.loggers import WandbLogger
 
 from taid_car.data.io import save_image
 from taid_car.scoring.pipeline import Rescaled, rescale_and_score
+from taid_car.scoring.tasks import task_of
 
 log = logging.getLogger(__name__)
 
-PANEL_CAPTIONS = ("HR", "LR (nearest)", "SR", "bicubic LR (nearest)", "bicubic SR")
-#: colorization's panels (no fixed reference pair: its baseline is a trained run)
-COLOR_PANEL_CAPTIONS = ("original", "learned gray", "restored colour", "plain gray")
 
 
 def center_crop(image: torch.Tensor, size: int, multiple: int) -> torch.Tensor:
@@ -36,9 +34,9 @@ def center_crop(image: torch.Tensor, size: int, multiple: int) -> torch.Tensor:
 
 
 def panel_row(hr: torch.Tensor, out: Rescaled, scale: int) -> list[torch.Tensor]:
-    """(3,H,W) images in :data:`PANEL_CAPTIONS` order from a pipeline pass with the reference,
-    LRs nearest-upscaled to H x W; for colorization (no reference SR) in
-    :data:`COLOR_PANEL_CAPTIONS` order, gray images replicated to three channels."""
+    """(3,H,W) images in the task's ``panel_captions`` order from a pipeline pass with the
+    reference, LRs nearest-upscaled to H x W (colorization has no reference SR; gray images are
+    replicated to three channels)."""
     lr, sr, bicubic_lr, bicubic_sr = out.lr, out.sr, out.bicubic_lr, out.bicubic_sr
 
     def nearest(x: torch.Tensor) -> torch.Tensor:
@@ -95,8 +93,8 @@ class ImagePanels(L.Callback):
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):
                     # one list per image size: W&B warns about (and misdraws) mixed sizes
-                    captions = PANEL_CAPTIONS if len(row) == len(PANEL_CAPTIONS) else COLOR_PANEL_CAPTIONS
-                    logger.log_image(key=f"panels/{name}", images=row, caption=list(captions), step=step)
+                    captions = list(task_of(pl_module.downscaler).panel_captions)
+                    logger.log_image(key=f"panels/{name}", images=row, caption=captions, step=step)
                     logger.log_image(key=f"panels/{name}_lr", images=[lr[0]], caption=["LR (own size)"], step=step)
 
 
