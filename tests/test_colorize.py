@@ -18,9 +18,9 @@ from taid_car.models.quantize import quantize_8bit
 from taid_car.models.rescaler import Rescaler
 from taid_car.scoring.metrics import quantize_uint8, rgb_to_gray
 from taid_car.scoring.pipeline import rescale_and_score, score_colorized
-from taid_car.scoring.tasks import COLORIZE
 from taid_car.scoring.report import markdown_table
 from taid_car.scoring.results import SetResult
+from taid_car.scoring.tasks import COLORIZE
 from taid_car.training.baseline import baseline_config, gain_lines, wants_baseline
 
 

@@ -12,8 +12,8 @@ import torch
 from taid_car.models import BicubicDownscaler, BicubicUpscaler, TAIDDownscaler
 from taid_car.scoring import tables
 from taid_car.scoring.pipeline import bicubic_reference, rescale_and_score
-from taid_car.scoring.tasks import RESIZE
 from taid_car.scoring.tables import Column
+from taid_car.scoring.tasks import RESIZE
 
 
 def test_bicubic_through_the_pipeline_is_its_own_reference():
