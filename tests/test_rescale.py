@@ -296,3 +296,24 @@ def test_debug_shows_the_traceback(tmp_path):
     assert main(["roundtrip", "--ckpt", str(tmp_path / "missing.ckpt"), "--input", str(tmp_path)]) == 2
     with pytest.raises(UsageError, match="does not exist"):
         main(["roundtrip", "--ckpt", str(tmp_path / "missing.ckpt"), "--input", str(tmp_path), "--debug"])
+
+
+def test_only_what_is_wrong_with_the_file_is_called_a_bad_checkpoint(tmp_path, images, caplog, monkeypatch):
+    """A saved config the modules refuse names the file; an error that is not about the file
+    (a bug, out of memory) is raised as it is, not reported as an unreadable checkpoint."""
+    import taid_car.models.trained as trained
+    from taid_car.rescale import load_pair
+
+    cfg = OmegaConf.to_container(compose_run(["model=taid", "scale=2"], tmp_path / "run"), resolve=True)
+    cfg["model"]["downscaler"]["preset"] = "enormous"
+    path = tmp_path / "bad_preset.ckpt"
+    torch.save({"taid_car_config": cfg, "state_dict": {}}, path)
+    assert cli("roundtrip", path, images) == 2
+    assert f"{path}: its saved config does not build the pair" in caplog.text and "enormous" in caplog.text
+
+    def broken(_):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(trained, "load_pair", broken)
+    with pytest.raises(RuntimeError, match="simulated"):
+        load_pair(path, torch.device("cpu"))

@@ -70,6 +70,7 @@ from taid_car.data.io import (
     save_image,
 )
 from taid_car.errors import UsageError
+from taid_car.models.checkpoints import CheckpointError
 from taid_car.models.trained import TrainedPair
 from taid_car.ops.imresize import bicubic_upscale
 from taid_car.scoring import tables
@@ -103,7 +104,10 @@ def _device(name: str) -> torch.device:
 
 
 def load_pair(ckpt: str | Path, device: torch.device) -> TrainedPair:
-    """Rebuild the pair saved by ``taid_car.run`` on ``device``; any problem is a :class:`UsageError`."""
+    """Rebuild the pair saved by ``taid_car.run`` on ``device`` through the one checkpoint reader
+    (:func:`~taid_car.models.trained.load_pair`). What is wrong with the file (unreadable, not the
+    suite's, weights that do not fit its config) is a :class:`UsageError` naming it; anything
+    else (a bug, out of memory) is raised as it is, not passed off as a bad checkpoint."""
     from taid_car.models.trained import load_pair as load_trained
 
     path = Path(ckpt)
@@ -112,13 +116,10 @@ def load_pair(ckpt: str | Path, device: torch.device) -> TrainedPair:
     if not path.is_file():
         raise UsageError(f"checkpoint {path} is not a file")
     try:
-        return load_trained(path).to(device)
-    except ValueError as err:  # not a taid_car checkpoint, weights do not fit its config
+        pair = load_trained(path)
+    except CheckpointError as err:  # unreadable, refused, not the suite's, config or weights do not fit
         raise UsageError(str(err)) from err
-    except Exception as err:  # not a torch file at all (pickle/zip errors, truncated file)
-        raise UsageError(
-            f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"
-        ) from err
+    return pair.to(device)
 
 
 def at_scale(pair: TrainedPair, scale: int) -> TrainedPair:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from taid_car.errors import one_line
 from taid_car.models.checkpoints import CheckpointError, read_checkpoint_file
 from taid_car.models.downscaler import Downscaler, crop_multiple
 
@@ -81,6 +82,7 @@ def load_trained_pair(ckpt_path: str | Path) -> tuple[nn.Module, nn.Module, dict
     The modules are instantiated from the config saved in the checkpoint and get its weights;
     a checkpoint without that config, or whose weights do not fit, is an error naming the file.
     """
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     path = Path(ckpt_path)
@@ -92,8 +94,11 @@ def load_trained_pair(ckpt_path: str | Path) -> tuple[nn.Module, nn.Module, dict
             raise CheckpointError(f"{path}: its saved config has no {'.'.join(key)} to rebuild the pair from")
         check_targets(node, f"{path}: saved config {'.'.join(key)}")
         nodes[key[0]] = node
-    downscaler = instantiate(nodes["model"])
-    upscaler = instantiate(nodes["upscaler"])
+    try:
+        downscaler = instantiate(nodes["model"])
+        upscaler = instantiate(nodes["upscaler"])
+    except InstantiationException as err:  # a value in the file's config the module refuses
+        raise CheckpointError(f"{path}: its saved config does not build the pair: {one_line(err)}") from err
     for prefix, module in (("downscaler.", downscaler), ("upscaler.", upscaler)):
         _load_part(module, checkpoint, prefix, path)
     return downscaler, upscaler, config
