@@ -301,7 +301,7 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_only_what_is_wrong_with_the_file_is_called_a_bad_checkpoint(tmp_path, images, caplog, monkeypatch):
     """A saved config the modules refuse names the file; an error that is not about the file
     (a bug, out of memory) is raised as it is, not reported as an unreadable checkpoint."""
-    import taid_car.models.trained as trained
+    from taid_car.models import trained
     from taid_car.rescale import load_pair
 
     cfg = OmegaConf.to_container(compose_run(["model=taid", "scale=2"], tmp_path / "run"), resolve=True)
