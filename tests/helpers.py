@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from taid_car.config import CONFIG_DIR
+from taid_car.models.downscaler import Downscaler
 
 
 def compose_run(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
@@ -111,3 +113,29 @@ def fake_run(
         (run / "csv" / "version_0").mkdir(parents=True)
         (run / "csv" / "version_0" / "metrics.csv").write_text("\n".join(curves) + "\n")
     return run
+
+
+class ToyInvertible(Downscaler):
+    """A downscaler with an ``inverse()`` that shares its two parameters (a tied upscaler):
+    LR = avgpool_s(HR)·gain + bias; SR = nearest_s((LR - bias) / gain)."""
+
+    def __init__(self, scale: int = 2) -> None:
+        super().__init__(scale)
+        self.gain = torch.nn.Parameter(torch.tensor(1.0))
+        self.bias = torch.nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, hr: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(hr, self.scale) * self.gain + self.bias
+
+    def inverse(self) -> torch.nn.Module:
+        return _ToyInverse(self)
+
+
+class _ToyInverse(torch.nn.Module):
+    def __init__(self, down: ToyInvertible) -> None:
+        super().__init__()
+        self.down, self.scale = down, down.scale
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        up = (lr - self.down.bias) / self.down.gain
+        return torch.nn.functional.interpolate(up, scale_factor=self.scale, mode="nearest")

@@ -30,6 +30,7 @@ from taid_car.data.io import check_min_size, probe_size
 from taid_car.data.sources import open_test_sets
 from taid_car.errors import ConfigError, UsageError, reported
 from taid_car.models.downscaler import crop_multiple
+from taid_car.models.pair import build_pair
 from taid_car.models.trained import load_pair, method_name
 from taid_car.scoring.benchmark import evaluate_set
 from taid_car.scoring.report import print_results, write_results
@@ -186,8 +187,7 @@ def run_evaluation(cfg: DictConfig, overrides: Sequence[str] = ()) -> list[SetRe
     results = []
     for scale in cfg.scales:
         scaled = _at_scale(cfg, scale)
-        downscaler = hydra.utils.instantiate(scaled.model.downscaler)
-        upscaler = hydra.utils.instantiate(scaled.upscaler.net)
+        downscaler, upscaler = build_pair(scaled.model, scaled.upscaler)
         sets = _sets_for(scaled, downscaler, cfg.get("skip_small", False), method_name(scaled))
         for set_name, dataset in sets.items():
             results.append(

@@ -25,9 +25,10 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from taid_car.config import CONFIG_DIR, check_scale
-from taid_car.errors import one_line, reported
+from taid_car.errors import ConfigError, one_line, reported
 from taid_car.models.checkpoints import CheckpointError
-from taid_car.models.rescaler import Rescaler, count_parameters
+from taid_car.models.pair import build_pair, pair_parameter_counts
+from taid_car.models.rescaler import Rescaler
 from taid_car.models.trained import init_upscaler_from, method_name, read_run_checkpoint
 from taid_car.rundir import held_run_dir, is_secondary_rank
 from taid_car.scoring.report import columns_for, markdown_table, print_results, write_results
@@ -47,12 +48,15 @@ log = logging.getLogger(__name__)
 
 
 def build_rescaler(cfg: DictConfig, val_set_names=(), test_set_names=()) -> Rescaler:
-    """The LightningModule the config describes (modules built by Hydra's ``instantiate``).
+    """The LightningModule the config describes (the pair built by
+    :func:`~taid_car.models.pair.build_pair`, the rest by Hydra's ``instantiate``).
 
     ``upscaler.init_from`` (a checkpoint of this suite) initialises the upscaler's weights.
     """
-    downscaler = instantiate(cfg.model.downscaler)  # first: the seed gives the same weights as before
-    upscaler = instantiate(cfg.upscaler.net)
+    if cfg.upscaler.get("init_from") and cfg.upscaler.get("tied"):
+        raise ConfigError("upscaler.init_from: a tied upscaler is the downscaler's own inverse; "
+                          "it has no weights of its own to initialise")
+    downscaler, upscaler = build_pair(cfg.model, cfg.upscaler)
     if cfg.upscaler.get("init_from"):
         init_upscaler_from(upscaler, cfg.upscaler.init_from, cfg.upscaler.name, cfg.scale)
         log.info("upscaler initialised from %s", cfg.upscaler.init_from)
@@ -182,7 +186,7 @@ def fit_and_test(cfg: DictConfig) -> dict:
     trainer: L.Trainer = instantiate(
         cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()]
     )
-    params = {"downscaler": count_parameters(model.downscaler), "upscaler": count_parameters(model.upscaler)}
+    params = pair_parameter_counts(model.downscaler, model.upscaler)
     for logger in trainer.loggers:
         logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "params": params})
 

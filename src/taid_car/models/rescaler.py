@@ -37,6 +37,7 @@ from torchmetrics import Metric, MetricCollection
 
 from taid_car.errors import ConfigError, TrainingDiverged
 from taid_car.models.downscaler import Downscaler
+from taid_car.models.pair import own_parameters, pair_parameter_counts, shared_parameters
 from taid_car.models.quantize import Quantizer, out_of_range_penalty
 from taid_car.scoring.pipeline import rescale_and_score
 from taid_car.scoring.results import SetResult
@@ -226,13 +227,15 @@ class Rescaler(L.LightningModule):
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise ValueError("Rescaler needs an `optimizer` (a partial, e.g. torch.optim.Adam)")
-        groups = [{"params": list(self.upscaler.parameters())}]
+        # every weight once: a tied upscaler's (shared) weights are in the downscaler's group
+        up = own_parameters(self.upscaler, shared_parameters(self.downscaler, self.upscaler))
         down = list(self.downscaler.parameters())
+        groups = [{"params": up}] if up or not down else []
         if down:
             groups.append({"params": down})
         optimizer = self.optimizer_factory(params=groups)
         if down:
-            optimizer.param_groups[1]["lr"] *= self.downscaler_lr_scale
+            optimizer.param_groups[-1]["lr"] *= self.downscaler_lr_scale
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
@@ -294,10 +297,7 @@ class Rescaler(L.LightningModule):
         for logger in self.loggers:  # lets a resumed run continue the same W&B run
             if type(logger).__name__ == "WandbLogger":
                 checkpoint["taid_car_wandb_id"] = logger.version
-        checkpoint["taid_car_parameters"] = {
-            "downscaler": count_parameters(self.downscaler),
-            "upscaler": count_parameters(self.upscaler),
-        }
+        checkpoint["taid_car_parameters"] = pair_parameter_counts(self.downscaler, self.upscaler)
         checkpoint["taid_car_rng"] = rng_states()
         checkpoint["taid_car_skipped_steps"] = self.skipped_steps
 

@@ -83,21 +83,25 @@ def load_trained_pair(ckpt_path: str | Path) -> tuple[nn.Module, nn.Module, dict
     a checkpoint without that config, or whose weights do not fit, is an error naming the file.
     """
     from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
+
+    from taid_car.errors import ConfigError
+    from taid_car.models.pair import build_pair
 
     path = Path(ckpt_path)
     checkpoint, config = read_run_checkpoint(path)
-    nodes = {}
-    for key in (("model", "downscaler"), ("upscaler", "net")):
-        node = config.get(key[0], {}).get(key[1]) if isinstance(config.get(key[0]), dict) else None
+    groups = {}
+    for group, node_key in (("model", "downscaler"), ("upscaler", "net")):
+        section = config.get(group)
+        node = section.get(node_key) if isinstance(section, dict) else None
+        if group == "upscaler" and isinstance(section, dict) and section.get("tied"):
+            node = {}  # the downscaler's own inverse: nothing of its own to build
         if not isinstance(node, dict):
-            raise CheckpointError(f"{path}: its saved config has no {'.'.join(key)} to rebuild the pair from")
-        check_targets(node, f"{path}: saved config {'.'.join(key)}")
-        nodes[key[0]] = node
+            raise CheckpointError(f"{path}: its saved config has no {group}.{node_key} to rebuild the pair from")
+        check_targets(node, f"{path}: saved config {group}.{node_key}")
+        groups[group] = section
     try:
-        downscaler = instantiate(nodes["model"])
-        upscaler = instantiate(nodes["upscaler"])
-    except InstantiationException as err:  # a value in the file's config the module refuses
+        downscaler, upscaler = build_pair(groups["model"], groups["upscaler"])
+    except (InstantiationException, ConfigError) as err:  # a value in the file's config the module refuses
         raise CheckpointError(f"{path}: its saved config does not build the pair: {one_line(err)}") from err
     for prefix, module in (("downscaler.", downscaler), ("upscaler.", upscaler)):
         _load_part(module, checkpoint, prefix, path)

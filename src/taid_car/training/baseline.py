@@ -9,6 +9,11 @@ optimiser, scheduler and seed; :func:`gain_lines` states the difference per test
 multirun sweeps, where bicubic is a job of its own, only for runs with ``model.pretrain_steps``,
 which that job did not get), ``true`` or ``false``.
 
+The model config names its baseline: ``model.baseline_model`` (``bicubic`` unless it says
+otherwise, e.g. colorization's ``gray``) and ``model.baseline_upscaler`` (null: the run's own
+upscaler; an ``upscaler`` config name otherwise, which a tied upscaler needs: bicubic has no
+inverse to share).
+
 ``model.pretrain_steps`` (0: none): first train bicubic + the upscaler for that many steps
 (:func:`pretrain_config`, into ``<run>/pretrain``) and start both the learned run's upscaler and
 the baseline's from it (``upscaler.init_from``), so the two still get equal budgets.
@@ -22,6 +27,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from taid_car.config import CONFIG_DIR
+from taid_car.errors import ConfigError
 from taid_car.scoring.results import SetResult
 from taid_car.scoring.tasks import RESIZE, SCORES, Task, task_of_result
 
@@ -56,6 +62,25 @@ def baseline_model(cfg: DictConfig) -> str:
     return str(cfg.model.get("baseline_model") or BASELINE_MODEL)
 
 
+def baseline_upscaler(cfg: DictConfig) -> DictConfig | None:
+    """The baseline's upscaler config when it is not the run's own (``model.baseline_upscaler``,
+    an ``upscaler`` config name, e.g. one of a tied upscaler's size); None: the same upscaler."""
+    name = cfg.model.get("baseline_upscaler")
+    if not name:
+        if cfg.upscaler.get("tied"):
+            raise ConfigError(
+                f"model={cfg.model.name} ties its upscaler to the downscaler (upscaler.tied=true), so its "
+                "baseline cannot share it: set model.baseline_upscaler to an upscaler config, or baseline=false")
+        return None
+    path = Path(CONFIG_DIR, "upscaler", f"{name}.yaml")
+    if not path.is_file():
+        raise ConfigError(f"model.baseline_upscaler={name}: no conf/upscaler/{name}.yaml")
+    upscaler = OmegaConf.load(path)
+    with open_dict(upscaler):
+        upscaler.init_from = None
+    return upscaler
+
+
 def pretrain_steps(cfg: DictConfig) -> int:
     """Steps of bicubic pretraining the learned run asks for (``model.pretrain_steps``, 0: none)."""
     if cfg.model.name == baseline_model(cfg):
@@ -70,12 +95,12 @@ def learned_crop_multiple(cfg: DictConfig) -> int:
     """The HR crop multiple of ``cfg``'s downscaler (:func:`~taid_car.models.downscaler.crop_multiple`
     of ``data.modcrop``), built once to ask it; the global RNG state is left as it was."""
     import torch
-    from hydra.utils import instantiate
 
     from taid_car.models.downscaler import crop_multiple
+    from taid_car.models.pair import build_downscaler
 
     with torch.random.fork_rng(devices=[]):
-        downscaler = instantiate(cfg.model.downscaler)
+        downscaler = build_downscaler(cfg.model)
     return crop_multiple(downscaler, cfg.data.get("modcrop"))
 
 
@@ -89,8 +114,11 @@ def bicubic_counterpart(cfg: DictConfig, subdir: str) -> DictConfig:
     model = OmegaConf.load(Path(CONFIG_DIR, "model", f"{baseline_model(cfg)}.yaml"))
     if "model" in model:  # a `@package _global_` model config (colorization's gray)
         model = model.model
+    upscaler = baseline_upscaler(cfg)
     with open_dict(base):
         base.model = model
+        if upscaler is not None:
+            base.upscaler = upscaler
         base.data.modcrop = learned_crop_multiple(cfg)
         base.output_dir = str(Path(cfg.output_dir) / subdir)
         base.baseline = False
