@@ -1,0 +1,153 @@
+"""IRN's invertible network (Xiao et al., "Invertible Image Rescaling", ECCV 2020).
+
+The authors' design (pkuxmq/Invertible-Image-Rescaling, ``codes/models/modules/Inv_arch.py`` and
+``Subnet_constructor.py``), written here from their description and code, with their module and
+parameter names, so their released checkpoints load strictly (:func:`load_authors_irn`):
+
+* :class:`HaarDownsampling`: the 2×2 Haar transform per channel, (B,C,H,W) -> (B,4C,H/2,W/2),
+  channels ordered [all low-pass, all horizontal, all vertical, all diagonal] (each /4 on the
+  forward); exactly invertible (``rev=True``). Its fixed weights are a buffer ``haar_weights``.
+* :class:`InvBlockExp`: an affine coupling block on a split (x1: ``split`` channels, the LR part;
+  x2: the rest). Forward ``y1 = x1 + F(x2)``, ``s = clamp·(2σ(H(y1)) − 1)``,
+  ``y2 = x2·exp(s) + G(y1)``; the inverse undoes it exactly. ``clamp`` = 1.
+* :class:`DenseBlock`: the subnets F, G, H: five 3×3 convolutions with dense connections,
+  growth ``gc`` = 32, LeakyReLU 0.2; Xavier-normal init ×0.1, the last convolution zero.
+* :class:`InvRescaleNet`: log2(s) stages of [Haar, ``blocks`` coupling blocks]; forward
+  HR (B,3,H,W) -> (B,3·s²,H/s,W/s), channels [LR (3) | z (3s²−3)]; ``rev=True`` maps
+  [LR | z] back to HR.
+
+Shapes: H and W multiples of s. Values: HR in [0,1]; the LR part is not clamped or rounded here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: block counts per ×2 stage: the authors' (8 per stage) and a CPU-sized one
+IRN_PRESETS: dict[str, dict] = {
+    "paper": {"blocks": 8, "gc": 32},
+    "tiny": {"blocks": 2, "gc": 16},
+}
+
+
+def _haar_filters(channels: int) -> torch.Tensor:
+    """(4C,1,2,2): low-pass, horizontal, vertical and diagonal 2×2 Haar filters, per channel."""
+    w = torch.ones(4, 1, 2, 2)
+    w[1, 0, 0, 1] = w[1, 0, 1, 1] = -1
+    w[2, 0, 1, 0] = w[2, 0, 1, 1] = -1
+    w[3, 0, 1, 0] = w[3, 0, 0, 1] = -1
+    return torch.cat([w] * channels, 0)
+
+
+class HaarDownsampling(nn.Module):
+    """(B,C,H,W) <-> (B,4C,H/2,W/2), the orthogonal-up-to-scale 2×2 Haar transform."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.register_buffer("haar_weights", _haar_filters(channels))
+
+    def forward(self, x: torch.Tensor, rev: bool = False) -> torch.Tensor:
+        b, _, h, w = x.shape
+        if not rev:
+            out = F.conv2d(x, self.haar_weights, stride=2, groups=self.channels) / 4.0
+            out = out.reshape(b, self.channels, 4, h // 2, w // 2).transpose(1, 2)
+            return out.reshape(b, self.channels * 4, h // 2, w // 2)
+        out = x.reshape(b, 4, self.channels, h, w).transpose(1, 2).reshape(b, self.channels * 4, h, w)
+        return F.conv_transpose2d(out, self.haar_weights, stride=2, groups=self.channels)
+
+
+class DenseBlock(nn.Module):
+    """IRN's subnet: (B,in,H,W) -> (B,out,H,W), five densely connected 3×3 convolutions."""
+
+    def __init__(self, channel_in: int, channel_out: int, gc: int = 32) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channel_in, gc, 3, 1, 1)
+        self.conv2 = nn.Conv2d(channel_in + gc, gc, 3, 1, 1)
+        self.conv3 = nn.Conv2d(channel_in + 2 * gc, gc, 3, 1, 1)
+        self.conv4 = nn.Conv2d(channel_in + 3 * gc, gc, 3, 1, 1)
+        self.conv5 = nn.Conv2d(channel_in + 4 * gc, channel_out, 3, 1, 1)
+        self.lrelu = nn.LeakyReLU(negative_slope=0.2)
+        for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
+            nn.init.xavier_normal_(conv.weight)
+            conv.weight.data *= 0.1
+            nn.init.zeros_(conv.bias)
+        nn.init.zeros_(self.conv5.weight)
+        nn.init.zeros_(self.conv5.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.lrelu(self.conv1(x))
+        x2 = self.lrelu(self.conv2(torch.cat((x, x1), 1)))
+        x3 = self.lrelu(self.conv3(torch.cat((x, x1, x2), 1)))
+        x4 = self.lrelu(self.conv4(torch.cat((x, x1, x2, x3), 1)))
+        return self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
+
+
+class InvBlockExp(nn.Module):
+    """Affine coupling on (x1: ``split`` channels | x2: the rest), exactly invertible."""
+
+    def __init__(self, channels: int, split: int, gc: int = 32, clamp: float = 1.0) -> None:
+        super().__init__()
+        self.split_len1, self.split_len2 = split, channels - split
+        self.clamp = clamp
+        self.F = DenseBlock(self.split_len2, self.split_len1, gc)
+        self.G = DenseBlock(self.split_len1, self.split_len2, gc)
+        self.H = DenseBlock(self.split_len1, self.split_len2, gc)
+
+    def _scale(self, y1: torch.Tensor) -> torch.Tensor:
+        return self.clamp * (torch.sigmoid(self.H(y1)) * 2 - 1)
+
+    def forward(self, x: torch.Tensor, rev: bool = False) -> torch.Tensor:
+        x1, x2 = x[:, : self.split_len1], x[:, self.split_len1 :]
+        if not rev:
+            y1 = x1 + self.F(x2)
+            y2 = x2 * torch.exp(self._scale(y1)) + self.G(y1)
+        else:
+            y2 = (x2 - self.G(x1)) / torch.exp(self._scale(x1))
+            y1 = x1 - self.F(y2)
+        return torch.cat((y1, y2), 1)
+
+
+class InvRescaleNet(nn.Module):
+    """IRN's network at ×2^``stages``: ``operations`` = per stage [Haar, ``blocks`` × coupling].
+
+    Args:
+        stages: log2 of the scale (1: ×2, 2: ×4, 3: ×8).
+        blocks: coupling blocks per stage (an int, or one per stage: the authors' ``block_num``).
+        gc: growth channels of the dense subnets.
+        channels: image channels (3), also the LR part's channels.
+    """
+
+    def __init__(self, stages: int, blocks: int | Sequence[int] = 8, gc: int = 32, channels: int = 3) -> None:
+        super().__init__()
+        per_stage = [int(blocks)] * stages if isinstance(blocks, int) else [int(b) for b in blocks]
+        if len(per_stage) != stages or stages < 1:
+            raise ValueError(f"InvRescaleNet: {stages} stage(s) need {stages} block counts, got {per_stage}")
+        operations: list[nn.Module] = []
+        current = channels
+        for count in per_stage:
+            operations.append(HaarDownsampling(current))
+            current *= 4
+            operations += [InvBlockExp(current, channels, gc) for _ in range(count)]
+        self.operations = nn.ModuleList(operations)
+        self.scale, self.channels = 2**stages, channels
+
+    def forward(self, x: torch.Tensor, rev: bool = False) -> torch.Tensor:
+        """``rev=False``: HR (B,3,H,W) -> (B,3s²,H/s,W/s) [LR | z]; ``rev=True``: the inverse."""
+        ops = reversed(self.operations) if rev else self.operations
+        for op in ops:
+            x = op(x, rev)
+        return x
+
+
+def stages_of(scale: int) -> int:
+    """log2(scale) for a power-of-two ``scale`` >= 2; ValueError otherwise."""
+    stages = round(math.log2(scale)) if scale >= 2 else 0
+    if stages < 1 or 2**stages != scale:
+        raise ValueError(f"IRN works at x2, x4, x8 (powers of two), got scale={scale}")
+    return stages
