@@ -59,6 +59,11 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("lcm", lambda *xs: math.lcm(*(int(x) for x in xs)))
     if not OmegaConf.has_resolver("mul"):
         OmegaConf.register_new_resolver("mul", lambda *xs: math.prod(int(x) for x in xs))
+    if not OmegaConf.has_resolver("per_hr_value"):
+        # a bound on a per-image-sum loss (IRN's gradient clip) on the scale of a mean over the
+        # 3·(patch·scale)² HR values of a training patch
+        OmegaConf.register_new_resolver(
+            "per_hr_value", lambda bound, lr_patch, scale: float(bound) / (3 * (int(lr_patch) * int(scale)) ** 2))
 
 
 register_resolvers()

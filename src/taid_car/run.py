@@ -75,6 +75,7 @@ def build_rescaler(cfg: DictConfig, val_set_names=(), test_set_names=()) -> Resc
         config=OmegaConf.to_container(cfg, resolve=True),
         downscaler_lr_scale=cfg.model.get("downscaler_lr_scale", 1.0),
         on_nonfinite=cfg.get("on_nonfinite") or "stop",
+        grad_clip_norm=cfg.model.get("grad_clip_norm"),
     )
 
 

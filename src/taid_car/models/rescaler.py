@@ -95,6 +95,8 @@ class Rescaler(L.LightningModule):
         config: the run's resolved config, saved in checkpoints to rebuild the modules.
         downscaler_lr_scale: the downscaler's learning rate is the optimiser's times this
             (its own parameter group; the scheduler scales both groups alike).
+        grad_clip_norm: the model's own gradient-norm bound (IRN's clipping), applied before the
+            trainer's ``gradient_clip_val``; None: none.
         on_nonfinite: ``stop`` (default): a non-finite loss or gradient ends training with
             :class:`~taid_car.errors.TrainingDiverged`; ``skip``: that step changes nothing
             (its gradients are dropped), up to ``max_skipped_in_row`` steps in a row.
@@ -117,8 +119,12 @@ class Rescaler(L.LightningModule):
         downscaler_lr_scale: float = 1.0,
         on_nonfinite: str = "stop",
         max_skipped_in_row: int = 20,
+        grad_clip_norm: float | None = None,
     ) -> None:
         super().__init__()
+        if grad_clip_norm is not None and not float(grad_clip_norm) > 0:
+            raise ConfigError(f"model.grad_clip_norm={grad_clip_norm!r}: must be > 0 (or null)")
+        self.grad_clip_norm = None if grad_clip_norm is None else float(grad_clip_norm)
         if on_nonfinite not in ON_NONFINITE:
             raise ConfigError(f"on_nonfinite={on_nonfinite!r}: must be one of {', '.join(ON_NONFINITE)}")
         self.on_nonfinite, self.max_skipped_in_row = on_nonfinite, int(max_skipped_in_row)
@@ -196,6 +202,13 @@ class Rescaler(L.LightningModule):
             self.log("train/skipped_steps", float(self.skipped_steps), batch_size=1)
             return
         raise TrainingDiverged(self._divergence_message(problem, optimizer))
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """The model's own bound (``grad_clip_norm``, on every parameter's gradient norm), then
+        the trainer's ``gradient_clip_val`` as Lightning applies it."""
+        if self.grad_clip_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm")
+        self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm)
 
     def _non_finite(self) -> str | None:
         """What is not finite in the last step (loss terms, then the first gradient), or None."""

@@ -177,6 +177,8 @@ def gain_lines(
     and whether it helped: no verdict for a smoke run (``fast_dev_run``: the trainer's flag) or
     one of fewer than :data:`MIN_VERDICT_STEPS` ``steps`` (:func:`no_verdict_reason`)."""
     budget = f", same {_steps(steps)}" if steps else ""
+    ups = {r.method.split(" & ")[-1] for r in (*learned[:1], *baseline[:1])}
+    upscaler = "same upscaler" if len(ups) == 1 else "the baseline's own upscaler"
     withheld = no_verdict_reason(steps, fast_dev_run)
     method = {"learned": learned[0].method if learned else "", "baseline": baseline[0].method if baseline else ""}
     scales = {r.set_name: r.scale for r in learned}
@@ -191,7 +193,7 @@ def gain_lines(
         )
         lines.append(
             f"{set_name} x{scales[set_name]}: {method['learned']} {g[psnr]:.2f} dB vs {method['baseline']} "
-            f"{g[f'baseline_{psnr}']:.2f} dB (same upscaler{budget}): {gain:+.2f} dB {SCORES[psnr].label}, "
+            f"{g[f'baseline_{psnr}']:.2f} dB ({upscaler}{budget}): {gain:+.2f} dB {SCORES[psnr].label}, "
             f"{g[f'gain_{ssim}']:+.4f} {SCORES[ssim].label}; {verdict}."
         )
     return lines
