@@ -65,3 +65,42 @@ def test_paper_preset_has_the_published_parameter_counts():
     assert [stages_of(s) for s in (2, 4, 8)] == [1, 2, 3]
     with pytest.raises(ValueError, match="powers of two"):
         stages_of(3)
+
+
+def test_irn_runs_as_a_tied_pair_through_the_suite(tmp_path):
+    """model=irn: the upscaler is the downscaler's inverse (one set of weights, optimised and
+    counted once), the losses are the authors' on the mean-L1 scale, evaluation draws the same z."""
+    import torch.nn.functional as F
+
+    from helpers import compose_run
+    from taid_car.models.irn import IRNDownscaler
+    from taid_car.models.pair import pair_parameter_counts
+    from taid_car.ops.imresize import bicubic_downscale
+    from taid_car.run import build_rescaler
+
+    cfg = compose_run(["model=irn", "scale=2", "data.lr_patch_size=8"], tmp_path)
+    assert cfg.upscaler.tied and cfg.model.baseline_upscaler == "edsr_tiny"
+    assert cfg.model.grad_clip_norm == pytest.approx(10 / (3 * 16**2))  # the authors' 10, per HR value
+    model = build_rescaler(cfg)
+    assert model.upscaler.downscaler is model.downscaler
+    counts = pair_parameter_counts(model.downscaler, model.upscaler)
+    assert counts["upscaler"] == 0 and counts["shared"] == counts["downscaler"] > 0
+    optimizer = model.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+
+    torch.manual_seed(0)
+    down = _randomised(IRNDownscaler(2, blocks=1, gc=4), seed=3)
+    hr = torch.rand(2, 3, 12, 18)
+    lr = down(hr)
+    terms = down.regularizers(hr, lr)
+    out = down.net(hr)
+    authors_fit = torch.mean(torch.sum((out[:, :3] - bicubic_downscale(hr, 2)) ** 2, (1, 2, 3)))
+    authors_ce = torch.sum(out[:, 3:].reshape(2, -1) ** 2) / 2
+    torch.testing.assert_close(terms["guidance"] * 3 * 12 * 18, authors_fit)
+    torch.testing.assert_close(terms["z_distribution"] * 3 * 12 * 18, authors_ce)
+    assert F.l1_loss(hr, hr) == 0  # (the Rescaler's l1 is the mean over the same 3·H·W values)
+    up = down.inverse().eval()
+    with torch.no_grad():
+        assert torch.equal(up(lr), up(lr))  # z is drawn alike at every evaluation
+        assert up(lr).shape == hr.shape

@@ -17,6 +17,10 @@ parameter names, so their released checkpoints load strictly (:func:`load_author
   [LR | z] back to HR.
 
 Shapes: H and W multiples of s. Values: HR in [0,1]; the LR part is not clamped or rounded here.
+
+:class:`IRNDownscaler` (``model=irn``) is the network's forward pass as a downscaler, with the
+authors' losses as its regularisers; its ``inverse()``, :class:`IRNUpscaler`, is the tied
+upscaler (``upscaler=irn_inverse``: one network, shared weights).
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from taid_car.errors import ConfigError
+from taid_car.models.downscaler import Downscaler
+from taid_car.ops.imresize import bicubic_downscale
 
 #: block counts per ×2 stage: the authors' (8 per stage) and a CPU-sized one
 IRN_PRESETS: dict[str, dict] = {
@@ -151,3 +159,87 @@ def stages_of(scale: int) -> int:
     if stages < 1 or 2**stages != scale:
         raise ValueError(f"IRN works at x2, x4, x8 (powers of two), got scale={scale}")
     return stages
+
+
+def _per_hr_value(per_image_sum: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """The authors' per-image sums, averaged over the batch, divided by the HR values per image
+    (3·H·W): the scale of the Rescaler's mean L1, so the authors' weights carry over unchanged."""
+    return per_image_sum.mean() / hr[0].numel()
+
+
+class IRNDownscaler(Downscaler):
+    """IRN's forward pass as a downscaler: HR (B,3,H,W) in [0,1] -> LR (B,3,H/s,W/s) (the first 3
+    channels of :class:`InvRescaleNet`; not rounded here). Its :meth:`inverse` is the tied
+    upscaler (``upscaler=irn_inverse``).
+
+    Regularisers, the authors' losses on the scale of the Rescaler's mean L1 (their per-image sums
+    divided by 3·H·W; their weights 16 and 1 then apply unchanged):
+
+    * ``guidance``: Σ (LR − bicubic LR)² of the *unrounded* LR (their ``l_forw_fit``, L2);
+    * ``z_distribution``: Σ z² (their ``l_forw_ce``: z pushed towards N(0, I)).
+
+    Args:
+        scale: 2, 4 or 8.
+        preset: ``tiny`` (2 blocks per ×2 stage, growth 16) or ``paper`` (8, 32).
+        blocks, gc: override the preset's coupling blocks per stage and growth channels.
+    """
+
+    regularizer_names = ("guidance", "z_distribution")
+
+    def __init__(self, scale: int, preset: str = "tiny", blocks: int | Sequence[int] | None = None,
+                 gc: int | None = None) -> None:
+        super().__init__(scale)
+        if preset not in IRN_PRESETS:
+            raise ConfigError(f"IRN preset={preset!r}: one of {', '.join(IRN_PRESETS)}")
+        sizes = IRN_PRESETS[preset]
+        self.net = InvRescaleNet(stages_of(scale), sizes["blocks"] if blocks is None else blocks,
+                                 sizes["gc"] if gc is None else int(gc))
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def forward(self, hr: torch.Tensor) -> torch.Tensor:
+        height, width = hr.shape[-2:]
+        if height % self.scale or width % self.scale:
+            raise ValueError(f"IRN x{self.scale} needs HR sides that are multiples of {self.scale}, "
+                             f"got shape {tuple(hr.shape)}")
+        out = self.net(hr)
+        lr, z = out[:, :3], out[:, 3:]
+        self._last = (lr, z) if torch.is_grad_enabled() else None
+        return lr
+
+    def regularizers(self, hr: torch.Tensor, lr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``guidance`` and ``z_distribution`` of the last training forward (see the class)."""
+        if self._last is None:
+            raise RuntimeError("IRNDownscaler.regularizers needs a forward with gradients first")
+        raw, z = self._last
+        self._last = None
+        with torch.no_grad():
+            target = bicubic_downscale(hr, self.scale)
+        return {"guidance": _per_hr_value(((raw - target) ** 2).sum(dim=(1, 2, 3)), hr),
+                "z_distribution": _per_hr_value((z**2).sum(dim=(1, 2, 3)), hr)}
+
+    def inverse(self) -> IRNUpscaler:
+        """The tied upscaler: this network run backwards (it shares every weight)."""
+        return IRNUpscaler(self)
+
+
+class IRNUpscaler(nn.Module):
+    """IRN's inverse pass: LR (B,3,h,w) -> SR (B,3,h·s,w·s), with z ~ N(0, I) drawn for the
+    high-frequency part, as the authors do. Training draws z from the global generator (a
+    resumed run draws what the run left alone would); evaluation (``eval()``) draws it from a
+    generator seeded 0 for every call, so a score does not change between two runs of the same
+    checkpoint."""
+
+    def __init__(self, downscaler: IRNDownscaler) -> None:
+        super().__init__()
+        self.downscaler = downscaler  # a submodule: the same weights, not a copy
+        self.scale = downscaler.scale
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = lr.shape
+        shape = (b, c * (self.scale**2 - 1), h, w)
+        if self.training:
+            z = torch.randn(shape, device=lr.device, dtype=lr.dtype)
+        else:
+            gen = torch.Generator(device=lr.device).manual_seed(0)
+            z = torch.randn(shape, generator=gen, device=lr.device, dtype=lr.dtype)
+        return self.downscaler.net(torch.cat([lr, z], 1), rev=True)[:, :3]
