@@ -4,6 +4,9 @@ loading strictly, exact invertibility, and the published parameter counts."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
@@ -104,3 +107,42 @@ def test_irn_runs_as_a_tied_pair_through_the_suite(tmp_path):
     with torch.no_grad():
         assert torch.equal(up(lr), up(lr))  # z is drawn alike at every evaluation
         assert up(lr).shape == hr.shape
+
+
+@pytest.fixture(scope="module")
+def irn_run(tmp_path_factory):
+    """A 2-step model=irn x2 run on the sample images (tested, so compare and crops can read it)."""
+    from helpers import compose_run
+    from taid_car.run import train
+
+    out = tmp_path_factory.mktemp("irn_x2") / "irn_x2"
+    cfg = compose_run(["model=irn", "scale=2", "logger=csv", "trainer.max_steps=2", "trainer.val_check_interval=2",
+                       "baseline=false", "callbacks.panels=null", "trainer.enable_progress_bar=false"], out)
+    train(cfg)
+    return out
+
+
+@pytest.mark.slow
+def test_an_irn_checkpoint_works_in_evaluate_rescale_compare_crops_and_the_recursion(irn_run, tmp_path):
+    from PIL import Image
+
+    from helpers import compose_evaluate
+    from taid_car.compare import compare
+    from taid_car.crops import main as crops_main
+    from taid_car.evaluate import run_evaluation
+    from taid_car.rescale import main as rescale_main
+
+    ckpt = irn_run / "checkpoints" / "last.ckpt"
+    results = run_evaluation(compose_evaluate([f"ckpt_path={ckpt}", "levels=[1,2]"]))
+    assert [(r.scale, r.method) for r in results][:1] == [(2, "irn & irn_inverse")]
+    assert {r.scale for r in results} == {2, 4} and all(math.isfinite(r.psnr_y) for r in results)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8), "RGB").save(folder / "a.png")
+    common = ["--device", "cpu", "--no-progress", "--ckpt", str(ckpt)]
+    assert rescale_main(["roundtrip", "--scale", "4", "--input", str(folder), *common]) == 0  # x2 applied twice
+    written = compare([irn_run], tmp_path / "report")
+    assert "irn & irn_inverse" in written["md"].read_text()
+    assert crops_main([str(irn_run), "--image", str(folder / "a.png"), "--box", "0", "0", "32",
+                       "--output", str(tmp_path / "crops")]) == 0
+    assert list((tmp_path / "crops").glob("crops_x2_*.png"))
