@@ -62,6 +62,19 @@ class TrainedPair:
         label = recursion_label(self.method, self.scale, levels)
         return TrainedPair(label, int(scale), down, up, self.config, self.device).to(self.device)
 
+    @torch.inference_mode()
+    def downscale(self, hr: torch.Tensor) -> torch.Tensor:
+        """HR (1,3,H,W) in [0,1], H, W multiples of :attr:`crop` -> LR (1,C,H/s,W/s) on the 8-bit
+        grid, on the CPU."""
+        from taid_car.scoring.pipeline import downscale_8bit
+
+        return downscale_8bit(self.downscaler, hr.to(self.device)).cpu()
+
+    @torch.inference_mode()
+    def upscale(self, lr: torch.Tensor) -> torch.Tensor:
+        """LR (1,C,h,w) in [0,1] -> SR (1,3,h*s,w*s), float (not clamped; scoring/saving clamp), on the CPU."""
+        return self.upscaler(lr.to(self.device)).float().cpu()
+
     def to(self, device: torch.device | str) -> TrainedPair:
         """Both modules in eval mode on ``device`` (in place); returns self."""
         self.device = torch.device(device)
