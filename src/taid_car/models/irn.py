@@ -36,10 +36,13 @@ from taid_car.errors import ConfigError
 from taid_car.models.downscaler import Downscaler
 from taid_car.ops.imresize import bicubic_downscale
 
-#: block counts per ×2 stage: the authors' (8 per stage) and a CPU-sized one
+#: coupling blocks per ×2 stage and growth channels: the authors' (8, 32) and a CPU-sized one that
+#: keeps their depth and narrows the subnets. Depth is what lets the inverse ignore z ~ N(0, I):
+#: each block scales the z part by at most e^clamp = e, so 2 blocks per stage (growth 16, tried
+#: first) left z's noise in the SR (x2 T91 hold-out 18.8 dB after 2000 steps, below bicubic).
 IRN_PRESETS: dict[str, dict] = {
     "paper": {"blocks": 8, "gc": 32},
-    "tiny": {"blocks": 2, "gc": 16},
+    "tiny": {"blocks": 8, "gc": 8},
 }
 
 
@@ -180,7 +183,7 @@ class IRNDownscaler(Downscaler):
 
     Args:
         scale: 2, 4 or 8.
-        preset: ``tiny`` (2 blocks per ×2 stage, growth 16) or ``paper`` (8, 32).
+        preset: ``tiny`` (8 blocks per ×2 stage, growth 8) or ``paper`` (8, 32).
         blocks, gc: override the preset's coupling blocks per stage and growth channels.
     """
 
