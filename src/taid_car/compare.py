@@ -49,7 +49,15 @@ from taid_car.errors import one_line
 from taid_car.runs import NoRunsError, Run, collect_runs, natural_key, read_metrics_csv
 from taid_car.scoring import tables
 from taid_car.scoring.tables import MISSING, Column
-from taid_car.scoring.tasks import SCORES, TASKS, Score, columns_in_order, common_task, task_of_result
+from taid_car.scoring.tasks import (
+    SCORES,
+    TASKS,
+    Score,
+    columns_in_order,
+    common_task,
+    task_of_result,
+    tasks_of_results,
+)
 
 #: what ``--metric`` may pick: each row's task headline, or any score of the score table
 METRIC_CHOICES = ("headline", *SCORES)
@@ -189,7 +197,7 @@ def columns_for(rows: Sequence[dict]) -> list[Column]:
     """Markdown / terminal columns for ``rows``: the scores of their tasks (the score table's
     titles, or the task's own when all rows share one), the PSNR-Y gain over Bicubic & Bicubic
     after SSIM-Y where there is a reference, then parameters, time and steps."""
-    tasks = [TASKS[name] for name in dict.fromkeys(row["task"] for row in rows)] or [TASKS["resize"]]
+    tasks = tasks_of_results(rows) or [TASKS["resize"]]
     task = common_task(rows)
     columns = list(ID_COLUMNS)
     for name in columns_in_order(tasks):
@@ -253,7 +261,7 @@ def markdown_report(
 ) -> str:
     """comparison.md: the table, the failed runs, notes on the plots, links to the PNGs."""
     finished = sum(not r.failed for r in runs)
-    tasks = [TASKS[name] for name in dict.fromkeys(row["task"] for row in rows)]
+    tasks = tasks_of_results(rows)
     scored = "; ".join(f"{task.name}: {task.scored_on}" for task in tasks)
     parts = [
         "# Comparison\n",
@@ -544,7 +552,7 @@ def _print_summary(console: Console | None, rows, runs, notes, written) -> None:
         if not console.is_terminal:
             console = Console(width=200)
     finished = sum(not r.failed for r in runs)
-    tasks = [TASKS[name] for name in dict.fromkeys(row["task"] for row in rows)]
+    tasks = tasks_of_results(rows)
     console.print(rich_table(rows, f"Comparison of {finished} finished runs ({'; '.join(t.scored_on for t in tasks)})"))
     for line in failed_lines(runs):
         console.print(f"[red]failed[/red] {escape(line)}", highlight=False)

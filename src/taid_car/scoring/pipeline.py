@@ -33,7 +33,7 @@ from torch import nn
 from taid_car.models.quantize import quantize_8bit
 from taid_car.ops.imresize import bicubic_upscale
 from taid_car.scoring.metrics import psnr_y, score_pair, score_pairs, ssim_rgb, ssim_y
-from taid_car.scoring.tasks import COLORIZE, RESIZE, Task, task_of
+from taid_car.scoring.tasks import COLORIZE, RESIZE, task_of
 
 
 @dataclass
@@ -50,12 +50,6 @@ class Rescaled:
 def downscale_8bit(downscaler: nn.Module, hr: torch.Tensor) -> torch.Tensor:
     """HR (B,3,H,W) in [0,1] -> LR (B,3,H/s,W/s) on the 8-bit grid, as a saved PNG holds it."""
     return quantize_8bit(downscaler(hr))
-
-
-def reference_lr_of(task: Task, hr: torch.Tensor, scale: int) -> torch.Tensor:
-    """The LR a learned downscaler's fidelity is measured against, on the 8-bit grid: the
-    bicubic LR (B,3,H/s,W/s) for ``RESIZE``, the plain gray (B,1,H,W) for ``COLORIZE``."""
-    return task.reference_lr(hr, scale)
 
 
 def rescale(downscaler: nn.Module, upscaler: nn.Module, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,7 +103,7 @@ def rescale_and_score(
     A ``colorize`` downscaler is scored as the module docstring says (``reference`` unused)."""
     lr, sr = rescale(downscaler, upscaler, hr)
     if task_of(downscaler) is COLORIZE:
-        gray_lr = reference_lr_of(COLORIZE, hr, scale)
+        gray_lr = COLORIZE.reference_lr(hr, scale)
         return Rescaled(lr, sr, gray_lr, None, score_colorized(hr, lr, sr, gray_lr, scale, is_gray))
     bicubic_lr = bicubic_lr_of(hr, scale)
     bicubic_sr = bicubic_upscale(bicubic_lr, scale) if reference else None

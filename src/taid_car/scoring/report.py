@@ -12,7 +12,7 @@ from pathlib import Path
 from taid_car.scoring import tables
 from taid_car.scoring.results import SetResult
 from taid_car.scoring.tables import Column
-from taid_car.scoring.tasks import RESIZE, SCORES, columns_in_order, common_task, task_of_result
+from taid_car.scoring.tasks import RESIZE, SCORES, columns_in_order, common_task, tasks_of_results
 
 ID_COLUMNS = [
     Column("method", "Method", text=True),
@@ -35,7 +35,7 @@ def columns_for(rows: Sequence[dict]) -> list[Column]:
     """The rows' task scores (:mod:`taid_car.scoring.tasks`, titles and formats from its score
     table) after the id columns, without those no row has a value for; the task's own titles
     when all rows are of one task (colorization's LR column is "gray vs plain gray")."""
-    tasks = list({task_of_result(row).name: task_of_result(row) for row in rows}.values()) or [RESIZE]
+    tasks = tasks_of_results(rows) or [RESIZE]
     task = common_task(rows) or RESIZE
     scores = [name for name in columns_in_order(tasks) if any(row.get(name) is not None for row in rows)]
     return ID_COLUMNS + [Column(name, task.title(name), SCORES[name].fmt) for name in scores]

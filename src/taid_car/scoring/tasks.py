@@ -170,10 +170,15 @@ def task_of_result(result: Mapping) -> Task:
     return task_named(str(name))
 
 
+def tasks_of_results(results: Iterable[Mapping]) -> list[Task]:
+    """The tasks of ``results`` rows, each once, in order of first appearance."""
+    return list({task.name: task for task in map(task_of_result, results)}.values())
+
+
 def common_task(results: Iterable[Mapping]) -> Task | None:
     """The one task of all ``results`` rows, or None when they mix tasks (or there are none)."""
-    tasks = {task_of_result(r).name for r in results}
-    return TASKS[tasks.pop()] if len(tasks) == 1 else None
+    tasks = tasks_of_results(results)
+    return tasks[0] if len(tasks) == 1 else None
 
 
 def columns_in_order(tasks: Sequence[Task]) -> list[str]:

@@ -204,11 +204,11 @@ def gains(learned: Sequence[SetResult], baseline: Sequence[SetResult]) -> dict[s
     (``_rgb`` instead of ``_y`` for colorization)."""
     by_set = {r.set_name: r for r in baseline}
     out = {}
+    task = _task(learned)
     for r in learned:
         if r.set_name not in by_set:
             continue
         row = {}
-        task = _task(learned)
         for key in (task.headline, task.headline_ssim):
             ours, theirs = getattr(r, key), getattr(by_set[r.set_name], key)
             row |= {key: ours, f"baseline_{key}": theirs, f"gain_{key}": ours - theirs}
