@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import irn_authors
 from taid_car.models.checkpoints import CheckpointError, load_authors_checkpoint
@@ -107,6 +108,25 @@ def test_irn_runs_as_a_tied_pair_through_the_suite(tmp_path):
     with torch.no_grad():
         assert torch.equal(up(lr), up(lr))  # z is drawn alike at every evaluation
         assert up(lr).shape == hr.shape
+
+
+@pytest.mark.parametrize(("preset", "scale"), [("irn_paper", 4), ("irn_paper_x2", 2)])
+def test_irn_paper_preset_is_the_authors_recipe(preset, scale, tmp_path):
+    """train_IRN_x{2,4}.yml: HR patches 144, batch 16, Adam 2e-4 (weight decay 1e-5) halved at
+    100k..400k of 500k steps, clip 10, weights 16/1/1, growth 32, float32."""
+    from helpers import compose_run
+
+    cfg = compose_run([f"experiment={preset}"], tmp_path)
+    OmegaConf.resolve(cfg)
+    assert cfg.scale == scale and cfg.data.lr_patch_size * scale == 144 and cfg.data.batch_size == 16
+    assert IRN_PRESETS[cfg.model.downscaler.preset] == {"blocks": 8, "gc": 32}
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (2e-4, 1e-5)
+    assert list(cfg.scheduler.milestones) == [100_000, 200_000, 300_000, 400_000] and cfg.scheduler.gamma == 0.5
+    assert cfg.trainer.max_steps == 500_000 and cfg.trainer.precision == "32-true"
+    assert cfg.model.grad_clip_norm * 3 * 144**2 == pytest.approx(10)
+    weights = cfg.model.loss_weights
+    assert (weights.l1, weights.guidance, weights.z_distribution) == (1.0, 16.0, 1.0)
+    assert cfg.upscaler.tied
 
 
 @pytest.fixture(scope="module")
