@@ -262,7 +262,7 @@ def test_evaluate_names_an_image_too_small_for_the_recursed_car(car_ckpts, tmp_p
 
     png(tmp_path / "sets" / "Mine" / "mid.png", 32, 4000)  # x8 scoring takes 32 px; 3 CAR x2 levels need 64
     png(tmp_path / "sets" / "Mine" / "ok.png", 64, 64)
-    with pytest.warns(UserWarning, match=r"1 of 2 image\(s\) smaller than the 64x64 px HR .* skipped: mid.png \(32x4000\)"):
+    with pytest.warns(UserWarning, match=r"1 of 2 image\(s\) smaller than the 64x64 px HR .* skipped: mid \(32x4000\)"):
         (result,) = run_evaluation(_evaluate_cfg(tmp_path / "sets", car_ckpts[2], "levels=[3]"))
     assert result.scale == 8 and result.images == 1 and [r["name"] for r in result.per_image] == ["ok"]
     with pytest.raises(ImageError, match=r"mid.png: image is 32x4000 \(HxW\), smaller than the 64x64 needed for "

@@ -17,7 +17,6 @@ Results (results.md / .csv / .json with per-image scores) go to the Hydra run di
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 
 import hydra
@@ -26,7 +25,6 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from taid_car.config import CONFIG_DIR, check_scale
-from taid_car.data.io import check_min_size, probe_size
 from taid_car.data.sources import open_test_sets
 from taid_car.errors import ConfigError, UsageError, reported
 from taid_car.models.downscaler import crop_multiple
@@ -55,62 +53,17 @@ def _at_scale(cfg: DictConfig, scale: int) -> DictConfig:
     return copy
 
 
-class _Kept(torch.utils.data.Dataset):
-    """The items ``indices`` of ``dataset`` (the images a model can take)."""
-
-    def __init__(self, dataset, indices: Sequence[int]) -> None:
-        self.dataset, self.indices = dataset, list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.dataset[self.indices[index]]
-
-
-def fit_to_model(sets: dict, downscaler, scale: int, method: str, skip_small: bool) -> dict:
-    """The sets with every image the downscaler can take (``minimum_side()``, checked from the
-    file headers before anything runs). A smaller one is an :class:`~taid_car.data.io.ImageError`
-    naming it, its size and the side needed; with ``skip_small`` it is left out with a warning
-    (a set left with none is dropped), as the sets leave out images too small for the protocol."""
-    need, why = downscaler.minimum_side()
-    if not why:
-        return sets  # the crop multiple: the sets' own check covers it
-    what = f"{method} at x{scale}: {why} (skip_small=true leaves such images out)"
-    kept_sets = {}
-    for name, dataset in sets.items():
-        paths = getattr(dataset, "paths", None)
-        if paths is None:  # not a set of files: nothing to check from headers
-            kept_sets[name] = dataset
-            continue
-        sizes = [probe_size(path) for path in paths]
-        small = [(i, path, size) for i, (path, size) in enumerate(zip(paths, sizes)) if min(size) < need]
-        if not small:
-            kept_sets[name] = dataset
-            continue
-        if not skip_small:
-            _, path, size = small[0]
-            check_min_size(size, need, need, path, what)
-        listed = ", ".join(f"{path.name} ({h}x{w})" for _, path, (h, w) in small)
-        message = (f"{name} at x{scale}: {len(small)} of {len(paths)} image(s) smaller than the "
-                   f"{need}x{need} px HR {method} needs ({why})")
-        if len(small) == len(paths):
-            warnings.warn(f"{message}: every image, set skipped ({listed})", stacklevel=2)
-            continue
-        warnings.warn(f"{message}, skipped: {listed}", stacklevel=2)
-        dropped = {i for i, _, _ in small}
-        kept_sets[name] = _Kept(dataset, [i for i in range(len(paths)) if i not in dropped])
-    return kept_sets
-
-
 def _sets_for(scaled: DictConfig, downscaler, skip_small: bool = False, method: str = "") -> dict:
     """The configured test sets, HR cropped to what ``downscaler`` needs (or ``data.modcrop``);
-    with ``skip_small``, images (and sets) too small for the factor or the downscaler left out
-    with a warning (:func:`fit_to_model`)."""
+    with ``skip_small``, images (and sets) too small for the factor or the downscaler
+    (``minimum_side()``, checked from the file headers before anything runs) left out with a
+    warning; without it, such an image is an ImageError naming it, its size and the side needed."""
     data = OmegaConf.to_container(scaled.data, resolve=True)
     data["modcrop"] = crop_multiple(downscaler, data.get("modcrop"))
-    sets = open_test_sets(data, int(scaled.scale), skip_small=skip_small)
-    sets = fit_to_model(sets, downscaler, int(scaled.scale), method or type(downscaler).__name__, skip_small)
+    need, why = downscaler.minimum_side()
+    what = f"{method or type(downscaler).__name__} at x{scaled.scale}: {why}"
+    minimum = (need, what if skip_small else f"{what} (skip_small=true leaves such images out)") if why else (0, "")
+    sets = open_test_sets(data, int(scaled.scale), skip_small=skip_small, minimum=minimum)
     if not sets:
         log.warning("x%d: no test image is large enough; nothing scored at this factor", scaled.scale)
     return sets

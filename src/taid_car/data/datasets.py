@@ -116,7 +116,8 @@ class BenchmarkDataset(Dataset):
     An image smaller than :func:`benchmark_min_size` is an error naming it; with
     ``skip_small=True`` (extreme factors: ×128 needs HR sides of 384 px) it is left out instead,
     listed in :attr:`skipped` and in one warning, and a set left with no image raises
-    :class:`NoImageLargeEnough`.
+    :class:`NoImageLargeEnough`. ``minimum``: (side in px, why) a model needs of every HR image
+    (``Downscaler.minimum_side()``), checked the same way when it is larger.
     """
 
     def __init__(
@@ -128,18 +129,19 @@ class BenchmarkDataset(Dataset):
         *,
         cache: bool = True,
         skip_small: bool = False,
+        minimum: tuple[int, str] = (0, ""),
     ) -> None:
         root = Path(root)
         folder = resolve_hr_folder(root)
         self.root = folder
         self._setup(
-            list_images(folder), scale, modcrop_multiple, name or _set_name(root, folder), cache, skip_small
+            list_images(folder), scale, modcrop_multiple, name or _set_name(root, folder), cache, skip_small, minimum
         )
 
     @classmethod
     def from_paths(
         cls, paths: Sequence[Path], scale: int, modcrop_multiple: int | None = None, name: str = "images",
-        *, cache: bool = True, skip_small: bool = False,
+        *, cache: bool = True, skip_small: bool = False, minimum: tuple[int, str] = (0, ""),
     ) -> BenchmarkDataset:
         """A benchmark set made of given image files (e.g. images held out of a training folder)."""
         paths = [Path(p) for p in paths]
@@ -147,7 +149,7 @@ class BenchmarkDataset(Dataset):
             raise ValueError(f"benchmark set {name!r} needs at least one image file")
         dataset = cls.__new__(cls)
         dataset.root = paths[0].parent
-        dataset._setup(paths, scale, modcrop_multiple, name, cache, skip_small)
+        dataset._setup(paths, scale, modcrop_multiple, name, cache, skip_small, minimum)
         return dataset
 
     def _setup(
@@ -158,6 +160,7 @@ class BenchmarkDataset(Dataset):
         name: str,
         cache: bool,
         skip_small: bool = False,
+        minimum: tuple[int, str] = (0, ""),
     ) -> None:
         if int(scale) != scale or scale < 1:
             raise ValueError(f"scale must be a positive integer, got {scale!r}")
@@ -174,6 +177,8 @@ class BenchmarkDataset(Dataset):
         need = benchmark_min_size(self.scale, self.multiple)
         what = (f"evaluation at scale {self.scale} (crop to a multiple of {self.multiple}, "
                 f"{self.scale}-pixel border, {SSIM_WINDOW}x{SSIM_WINDOW} SSIM window)")
+        if minimum[0] > need:  # the model takes larger images than the protocol
+            need, what = int(minimum[0]), minimum[1]
         kept, self.skipped = [], []
         for p in self.paths:
             size = probe_size(p)  # an unreadable file raises, whatever skip_small says

@@ -133,11 +133,12 @@ class SampleDataset(BenchmarkDataset):
         *,
         cache: bool = True,
         skip_small: bool = False,
+        minimum: tuple[int, str] = (0, ""),
     ) -> None:
         self.split = _ALIASES.get(split, split)
         self.root = sample_dir()
         paths = sample_paths(split)
-        self._setup(paths, scale, modcrop_multiple, name or f"sample-{self.split}", cache, skip_small)
+        self._setup(paths, scale, modcrop_multiple, name or f"sample-{self.split}", cache, skip_small, minimum)
         kept = set(self.paths)  # without the images skip_small left out
         self._sample_names = [n for n, p in zip(_split(split), paths) if p in kept]
 

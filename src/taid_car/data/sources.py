@@ -156,19 +156,20 @@ def _existing_or_cached(name: str, spec: str, download: bool) -> Path:
 
 def open_test_set(
     name: str, spec: str, scale: int, modcrop: int | None = None, download: bool = False, cache: bool = False,
-    skip_small: bool = False,
+    skip_small: bool = False, minimum: tuple[int, str] = (0, ""),
 ) -> Dataset:
     """One benchmark set at ``scale`` with HR cropped to a multiple of ``modcrop`` (default scale).
 
     ``cache``: keep decoded images in memory (for sets read again and again, as validation sets
     are); off by default, so scoring a set once holds one image at a time. ``skip_small``: leave
-    out images too small for the factor (:class:`~taid_car.data.datasets.BenchmarkDataset`).
+    out images too small for the factor, or for a model's ``minimum`` (side, why)
+    (:class:`~taid_car.data.datasets.BenchmarkDataset`).
     """
     split = _builtin_split(str(spec))
     if split is not None:
-        return SampleDataset(split, scale, modcrop, name=name, skip_small=skip_small)
+        return SampleDataset(split, scale, modcrop, name=name, skip_small=skip_small, minimum=minimum)
     return BenchmarkDataset(_existing_or_cached(name, str(spec), download), scale, modcrop, name=name, cache=cache,
-                            skip_small=skip_small)
+                            skip_small=skip_small, minimum=minimum)
 
 
 def resolve_train_source(spec: str, download: bool = False) -> Path | list[InMemoryImage]:
@@ -179,9 +180,10 @@ def resolve_train_source(spec: str, download: bool = False) -> Path | list[InMem
     return resolve_hr_folder(_existing_or_cached(Path(str(spec)).name, str(spec), download))
 
 
-def open_test_sets(data_cfg: Mapping, scale: int, cache: bool = False, skip_small: bool = False) -> dict[str, Dataset]:
+def open_test_sets(data_cfg: Mapping, scale: int, cache: bool = False, skip_small: bool = False,
+                   minimum: tuple[int, str] = (0, "")) -> dict[str, Dataset]:
     """All sets of ``data_cfg.test_sets`` (keys ``test_sets``, ``root``, ``modcrop``, ``download``);
-    ``cache`` and ``skip_small`` as in :func:`open_test_set`; with ``skip_small``, a set with no
+    ``cache``, ``skip_small`` and ``minimum`` as in :func:`open_test_set`; with ``skip_small``, a set with no
     image large enough is left out with a warning naming it.
 
     ``test_sets``: a list of set names under ``root`` or a mapping name -> spec
@@ -194,7 +196,7 @@ def open_test_sets(data_cfg: Mapping, scale: int, cache: bool = False, skip_smal
     for name, spec in test_sets.items():
         try:
             sets[name] = open_test_set(name, spec, scale, data_cfg.get("modcrop"),
-                                       bool(data_cfg.get("download", False)), cache, skip_small)
+                                       bool(data_cfg.get("download", False)), cache, skip_small, minimum)
         except NoImageLargeEnough as err:
             warnings.warn(str(err), stacklevel=2)
     return sets
