@@ -12,6 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 import irn_authors
+from taid_car.errors import ConfigError
 from taid_car.models.checkpoints import CheckpointError, load_authors_checkpoint
 from taid_car.models.irn import IRN_PRESETS, InvRescaleNet, stages_of
 
@@ -108,6 +109,11 @@ def test_irn_runs_as_a_tied_pair_through_the_suite(tmp_path):
     with torch.no_grad():
         assert torch.equal(up(lr), up(lr))  # z is drawn alike at every evaluation
         assert up(lr).shape == hr.shape
+        up.gaussian_scale = 0.0  # the authors' gaussian_scale: z = 0
+        zero = torch.zeros(2, 9, 6, 9)
+        torch.testing.assert_close(up(lr), down.net(torch.cat([lr, zero], 1), rev=True)[:, :3])
+    with pytest.raises(ConfigError, match="gaussian_scale"):
+        IRNDownscaler(2, gaussian_scale=-1)
 
 
 @pytest.mark.parametrize(("preset", "scale"), [("irn_paper", 4), ("irn_paper_x2", 2)])

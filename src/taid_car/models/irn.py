@@ -185,13 +185,18 @@ class IRNDownscaler(Downscaler):
         scale: 2, 4 or 8.
         preset: ``tiny`` (8 blocks per ×2 stage, growth 8) or ``paper`` (8, 32).
         blocks, gc: override the preset's coupling blocks per stage and growth channels.
+        gaussian_scale: standard deviation of the z the inverse draws (the authors'
+            ``gaussian_scale``, 1 in their training and test; 0 gives z = 0).
     """
 
     regularizer_names = ("guidance", "z_distribution")
 
     def __init__(self, scale: int, preset: str = "tiny", blocks: int | Sequence[int] | None = None,
-                 gc: int | None = None) -> None:
+                 gc: int | None = None, gaussian_scale: float = 1.0) -> None:
         super().__init__(scale)
+        if not gaussian_scale >= 0:
+            raise ConfigError(f"IRN gaussian_scale={gaussian_scale!r}: the std of z, >= 0")
+        self.gaussian_scale = float(gaussian_scale)
         if preset not in IRN_PRESETS:
             raise ConfigError(f"IRN preset={preset!r}: one of {', '.join(IRN_PRESETS)}")
         sizes = IRN_PRESETS[preset]
@@ -227,7 +232,7 @@ class IRNDownscaler(Downscaler):
 
 class IRNUpscaler(nn.Module):
     """IRN's inverse pass: LR (B,3,h,w) -> SR (B,3,h·s,w·s), with z ~ N(0, I) drawn for the
-    high-frequency part, as the authors do. Training draws z from the global generator (a
+    high-frequency part (times ``gaussian_scale``), as the authors do. Training draws z from the global generator (a
     resumed run draws what the run left alone would); evaluation (``eval()``) draws it from a
     generator seeded 0 for every call, so a score does not change between two runs of the same
     checkpoint."""
@@ -236,6 +241,7 @@ class IRNUpscaler(nn.Module):
         super().__init__()
         self.downscaler = downscaler  # a submodule: the same weights, not a copy
         self.scale = downscaler.scale
+        self.gaussian_scale = downscaler.gaussian_scale
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         b, c, h, w = lr.shape
@@ -245,4 +251,4 @@ class IRNUpscaler(nn.Module):
         else:
             gen = torch.Generator(device=lr.device).manual_seed(0)
             z = torch.randn(shape, generator=gen, device=lr.device, dtype=lr.dtype)
-        return self.downscaler.net(torch.cat([lr, z], 1), rev=True)[:, :3]
+        return self.downscaler.net(torch.cat([lr, self.gaussian_scale * z], 1), rev=True)[:, :3]
