@@ -119,7 +119,7 @@ def test_irn_runs_as_a_tied_pair_through_the_suite(tmp_path):
 @pytest.mark.parametrize(("preset", "scale"), [("irn_paper", 4), ("irn_paper_x2", 2)])
 def test_irn_paper_preset_is_the_authors_recipe(preset, scale, tmp_path):
     """train_IRN_x{2,4}.yml: HR patches 144, batch 16, Adam 2e-4 (weight decay 1e-5) halved at
-    100k..400k of 500k steps, clip 10, weights 16/1/1, growth 32, float32."""
+    100k..400k of 500k steps, clip 10, weights scale^2 (4 / 16) / 1 / 1, growth 32, float32."""
     from helpers import compose_run
 
     cfg = compose_run([f"experiment={preset}"], tmp_path)
@@ -131,7 +131,7 @@ def test_irn_paper_preset_is_the_authors_recipe(preset, scale, tmp_path):
     assert cfg.trainer.max_steps == 500_000 and cfg.trainer.precision == "32-true"
     assert cfg.model.grad_clip_norm * 3 * 144**2 == pytest.approx(10)
     weights = cfg.model.loss_weights
-    assert (weights.l1, weights.guidance, weights.z_distribution) == (1.0, 16.0, 1.0)
+    assert (weights.l1, weights.guidance, weights.z_distribution) == (1, scale**2, 1)  # lambda_fit_forw 4 / 16
     assert cfg.upscaler.tied
 
 

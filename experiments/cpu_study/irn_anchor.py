@@ -6,7 +6,7 @@
 Nothing of the suite's model, loss, training or data pipeline is used: the network is the
 transcription of the authors' code in ``tests/irn_authors.py`` (8 blocks per stage, growth 8, as
 ``preset=tiny``) with their initialisation, and one step is the authors' ``IRN_model.optimize_parameters`` written out:
-their per-image-sum losses (L2 of the LR to bicubic x16, Charbonnier-L1 of the SR x1, sum z^2
+their per-image-sum losses (L2 of the LR to bicubic x scale^2: 4 at x2, 16 at x4, Charbonnier-L1 of the SR x1, sum z^2
 x1, each averaged over the batch), their straight-through 8-bit quantisation of the LR, z ~ N(0, I),
 and their gradient clipping 10 on that scale. Data and schedule are the study's: 16 random 96x96
 HR patches (x4; 48x48 at x2) of the 81 T91 training images, with the authors' flips and 90-degree
@@ -76,7 +76,7 @@ def authors_step(net, hr: torch.Tensor, scale: int) -> dict[str, torch.Tensor]:
     """The authors' three losses on one batch (their per-image sums, mean over the batch)."""
     out = net(hr)
     lr, z = out[:, :3], out[:, 3:]
-    fit = 16 * torch.mean(torch.sum((lr - bicubic_downscale(hr, scale)) ** 2, (1, 2, 3)))
+    fit = scale**2 * torch.mean(torch.sum((lr - bicubic_downscale(hr, scale)) ** 2, (1, 2, 3)))
     ce = torch.sum(z.reshape(hr.shape[0], -1) ** 2) / hr.shape[0]
     sr = net(torch.cat([quantize(lr), torch.randn_like(z)], 1), rev=True)[:, :3]
     rec = torch.mean(torch.sum(torch.sqrt((sr - hr) ** 2 + 1e-6), (1, 2, 3)))

@@ -64,7 +64,7 @@ def build_rescaler(cfg: DictConfig, val_set_names=(), test_set_names=()) -> Resc
         downscaler=downscaler,
         upscaler=upscaler,
         scale=cfg.scale,
-        loss_weights=OmegaConf.to_container(cfg.model.loss_weights),
+        loss_weights=OmegaConf.to_container(cfg.model.loss_weights, resolve=True),
         quantize=cfg.model.quantize,
         quantize_through_clamp=cfg.model.get("quantize_through_clamp", False),
         optimizer=instantiate(cfg.optimizer),

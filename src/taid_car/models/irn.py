@@ -176,7 +176,7 @@ class IRNDownscaler(Downscaler):
     upscaler (``upscaler=irn_inverse``).
 
     Regularisers, the authors' losses on the scale of the Rescaler's mean L1 (their per-image sums
-    divided by 3·H·W; their weights 16 and 1 then apply unchanged):
+    divided by 3·H·W; their weights, scale² and 1, then apply unchanged):
 
     * ``guidance``: Σ (LR − bicubic LR)² of the *unrounded* LR (their ``l_forw_fit``, L2);
     * ``z_distribution``: Σ z² (their ``l_forw_ce``: z pushed towards N(0, I)).
