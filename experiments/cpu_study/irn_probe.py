@@ -59,10 +59,9 @@ def oracle_z(pair, dataset) -> tuple[float, float]:
     return sum(psnrs) / len(psnrs), sum(stds) / len(stds)
 
 
-def probe(run_dir: Path, data: Path) -> list[str]:
-    """Markdown rows for one run: per set, PSNR-Y at each gaussian_scale, with the oracle z, z's std."""
-    ckpt = tested_checkpoint(run_dir)
-    pair = load_pair(ckpt)
+def probe(run_dir: Path, ckpt: Path, pair, data: Path) -> list[str]:
+    """Markdown rows for one run's tested checkpoint ``ckpt`` (loaded as ``pair``): per set,
+    PSNR-Y at each gaussian_scale, with the oracle z, z's std."""
     rows = []
     for set_name, dataset in probe_sets(data, pair.scale, math.lcm(crop_multiple(pair.downscaler), 8)).items():
         cells = []
@@ -87,9 +86,11 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
     for folder in args.runs:
         for run_dir in find_run_dirs(folder):
-            if load_pair(tested_checkpoint(run_dir)).config["model"]["name"] != "irn":
+            ckpt = tested_checkpoint(run_dir)
+            pair = load_pair(ckpt)  # once per run
+            if pair.config["model"]["name"] != "irn":
                 continue
-            for row in probe(run_dir, args.data):
+            for row in probe(run_dir, ckpt, pair, args.data):
                 print(row, flush=True)
 
 
