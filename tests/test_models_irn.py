@@ -112,6 +112,8 @@ def test_irn_runs_as_a_tied_pair_through_the_suite(tmp_path):
         up.gaussian_scale = 0.0  # the authors' gaussian_scale: z = 0
         zero = torch.zeros(2, 9, 6, 9)
         torch.testing.assert_close(up(lr), down.net(torch.cat([lr, zero], 1), rev=True)[:, :3])
+        up.train()  # training draws its z with the same scale: 0 trains the inverse on z = 0
+        torch.testing.assert_close(up(lr), down.net(torch.cat([lr, zero], 1), rev=True)[:, :3])
     with pytest.raises(ConfigError, match="gaussian_scale"):
         IRNDownscaler(2, gaussian_scale=-1)
 

@@ -72,27 +72,28 @@ def patches(images: list[torch.Tensor], count: int, size: int, rng: random.Rando
     return torch.stack(out)
 
 
-def authors_step(net, hr: torch.Tensor, scale: int) -> dict[str, torch.Tensor]:
-    """The authors' three losses on one batch (their per-image sums, mean over the batch)."""
+def authors_step(net, hr: torch.Tensor, scale: int, gaussian_scale: float = 1.0) -> dict[str, torch.Tensor]:
+    """The authors' three losses on one batch (their per-image sums, mean over the batch); the
+    inverse gets z ~ N(0, gaussian_scale^2 I) (their train option ``gaussian_scale``)."""
     out = net(hr)
     lr, z = out[:, :3], out[:, 3:]
     fit = scale**2 * torch.mean(torch.sum((lr - bicubic_downscale(hr, scale)) ** 2, (1, 2, 3)))
     ce = torch.sum(z.reshape(hr.shape[0], -1) ** 2) / hr.shape[0]
-    sr = net(torch.cat([quantize(lr), torch.randn_like(z)], 1), rev=True)[:, :3]
+    sr = net(torch.cat([quantize(lr), gaussian_scale * torch.randn_like(z)], 1), rev=True)[:, :3]
     rec = torch.mean(torch.sum(torch.sqrt((sr - hr) ** 2 + 1e-6), (1, 2, 3)))
     return {"fit": fit, "ce": ce, "rec": rec}
 
 
 @torch.no_grad()
-def holdout_psnr(net, images: list[torch.Tensor], scale: int) -> float:
-    """Mean PSNR-Y of the SR from the 8-bit LR and z ~ N(0, I) (seeded 0) over the hold-out."""
+def holdout_psnr(net, images: list[torch.Tensor], scale: int, gaussian_scale: float = 1.0) -> float:
+    """Mean PSNR-Y of the SR from the 8-bit LR and z ~ N(0, gaussian_scale^2 I) (seeded 0) over the hold-out."""
     scores = []
     for image in images:
         h, w = image.shape[-2:]
         hr = image[None, :, : h - h % 8, : w - w % 8]
         out = net(hr)
         z = torch.randn(out[:, 3:].shape, generator=torch.Generator().manual_seed(0))
-        sr = net(torch.cat([quantize(out[:, :3]), z], 1), rev=True)[:, :3]
+        sr = net(torch.cat([quantize(out[:, :3]), gaussian_scale * z], 1), rev=True)[:, :3]
         scores.append(psnr_y(sr, hr, scale).item())
     return sum(scores) / len(scores)
 
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", type=int, default=4, choices=(2, 4))
     parser.add_argument("--steps", type=int, default=2000, help="steps to run (the schedule is always 2000)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gaussian-scale", type=float, default=1.0,
+                        help="std of the z the inverse gets, training and hold-out (the authors' 1; 0: z = 0)")
     parser.add_argument("--out", type=Path, default=None, help="CSV of (step, hold-out PSNR-Y, losses)")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=2000, eta_min=1e-6)
     rows = [("step", "holdout_psnr_y", "fit", "ce", "rec")]
     for step in range(1, args.steps + 1):
-        losses = authors_step(net, patches(train, 16, 24 * args.scale, rng), args.scale)
+        losses = authors_step(net, patches(train, 16, 24 * args.scale, rng), args.scale, args.gaussian_scale)
         optimizer.zero_grad()
         sum(losses.values()).backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 10)
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         schedule.step()
         if step % 250 == 0 or step == args.steps:
             net.eval()
-            score = holdout_psnr(net, held, args.scale)
+            score = holdout_psnr(net, held, args.scale, args.gaussian_scale)
             net.train()
             rows.append((step, f"{score:.2f}", *(f"{v.item():.4g}" for v in losses.values())))
             print(" ".join(f"{k}={v}" for k, v in zip(rows[0], rows[-1])), flush=True)
