@@ -128,13 +128,46 @@ def test_irn_paper_preset_is_the_authors_recipe(preset, scale, tmp_path):
     OmegaConf.resolve(cfg)
     assert cfg.scale == scale and cfg.data.lr_patch_size * scale == 144 and cfg.data.batch_size == 16
     assert IRN_PRESETS[cfg.model.downscaler.preset] == {"blocks": 8, "gc": 32}
-    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (2e-4, 1e-5)
+    hr_values = 3 * 144**2  # the suite's IRN loss is the authors' per-image sum / 3·H·W: so are eps and decay
+    assert cfg.optimizer.lr == 2e-4
+    assert (cfg.optimizer.eps * hr_values, cfg.optimizer.weight_decay * hr_values) == pytest.approx((1e-8, 1e-5))
     assert list(cfg.scheduler.milestones) == [100_000, 200_000, 300_000, 400_000] and cfg.scheduler.gamma == 0.5
     assert cfg.trainer.max_steps == 500_000 and cfg.trainer.precision == "32-true"
     assert cfg.model.grad_clip_norm * 3 * 144**2 == pytest.approx(10)
     weights = cfg.model.loss_weights
     assert (weights.l1, weights.guidance, weights.z_distribution) == (1, scale**2, 1)  # lambda_fit_forw 4 / 16
     assert cfg.upscaler.tied
+
+
+def test_irn_optimiser_steps_are_the_authors_on_their_loss_scale(tmp_path):
+    """Adam on the suite's IRN loss (the authors' per-image sums / 3·H·W) with the config's eps,
+    weight decay and clip takes the steps Adam takes on the authors' scale with their 1e-8, 1e-5
+    and 10; with Adam's own eps and the unscaled decay it would not (the parameters would differ)."""
+    import copy
+
+    from helpers import compose_run
+    from taid_car.run import build_rescaler
+
+    cfg = compose_run(["experiment=irn_paper_x2", "model.downscaler.preset=tiny", "+model.downscaler.blocks=1",
+                       "+model.downscaler.gc=4", "data.lr_patch_size=6"], tmp_path)
+    hr_values = 3 * 12**2
+    torch.manual_seed(0)
+    suite = build_rescaler(cfg).train().double()  # float64: rounding would blur the comparison
+    theirs, start = copy.deepcopy(suite), copy.deepcopy(suite)  # the authors' init: last convolutions zero
+    suite_opt = suite.configure_optimizers()["optimizer"]  # (its schedule is constant for 100k steps)
+    their_opt = torch.optim.Adam(theirs.parameters(), lr=2e-4, eps=1e-8, weight_decay=1e-5)
+    hr = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for step in range(6):
+        for model, optimizer, scale, clip in ((suite, suite_opt, 1.0, suite.grad_clip_norm),
+                                              (theirs, their_opt, hr_values, 10.0)):
+            torch.manual_seed(step)  # the same z for both
+            optimizer.zero_grad()
+            (model.compute_losses(hr)["loss"] * scale).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+    for (name, ours), their, initial in zip(suite.named_parameters(), theirs.parameters(), start.parameters()):
+        moved = (their - initial).abs().max()
+        assert moved > 0 and (ours - their).abs().max() <= 1e-4 * moved, name  # unscaled: up to 1.7x their move
 
 
 @pytest.fixture(scope="module")
