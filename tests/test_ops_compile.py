@@ -48,6 +48,7 @@ def test_every_variant_compiles_without_spills(report):
     assert all(0 < r["registers"] <= 255 for r in rows)
 
 
+@pytest.mark.slow
 def test_compiled_code_vectorises_and_uses_relaxed_atomics(report):
     """The channels-last image gives vector gathers; the image gradient's atomics are relaxed;
     the backward without image gradient has no atomics at all."""
