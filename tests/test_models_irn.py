@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 import irn_authors
 from taid_car.errors import ConfigError
@@ -72,6 +72,23 @@ def test_paper_preset_has_the_published_parameter_counts():
         stages_of(3)
 
 
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_the_baseline_upscaler_has_irn_tinys_size(scale, tmp_path):
+    """model=irn's fair baseline is bicubic + an EDSR of IRN tiny's parameter count (within 2 %)."""
+    from helpers import compose_run
+    from taid_car.models.pair import build_pair
+    from taid_car.training.baseline import baseline_upscaler
+
+    cfg = compose_run(["model=irn", f"scale={scale}"], tmp_path)
+    irn, _ = build_pair(cfg.model, cfg.upscaler)
+    upscaler_cfg = baseline_upscaler(cfg)
+    with open_dict(cfg):
+        cfg.upscaler = upscaler_cfg  # resolved against the run's scale, as the baseline run does
+    _, edsr = build_pair(cfg.model, cfg.upscaler)
+    n = lambda m: sum(p.numel() for p in m.parameters())
+    assert abs(n(edsr) / n(irn) - 1) < 0.02, (n(edsr), n(irn))
+
+
 def test_irn_runs_as_a_tied_pair_through_the_suite(tmp_path):
     """model=irn: the upscaler is the downscaler's inverse (one set of weights, optimised and
     counted once), the losses are the authors' on the mean-L1 scale, evaluation draws the same z."""
@@ -84,7 +101,7 @@ def test_irn_runs_as_a_tied_pair_through_the_suite(tmp_path):
     from taid_car.run import build_rescaler
 
     cfg = compose_run(["model=irn", "scale=2", "data.lr_patch_size=8"], tmp_path)
-    assert cfg.upscaler.tied and cfg.model.baseline_upscaler == "edsr_tiny"
+    assert cfg.upscaler.tied and cfg.model.baseline_upscaler == "edsr_irn_size"
     assert cfg.model.grad_clip_norm == pytest.approx(10 / (3 * 16**2))  # the authors' 10, per HR value
     model = build_rescaler(cfg)
     assert model.upscaler.downscaler is model.downscaler

@@ -35,11 +35,15 @@ from taid_car.errors import ConfigError
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 #: EDSR sizes. ``paper`` is EDSR proper (and CAR's upscaler ``usn``); ``baseline`` is
-#: EDSR-baseline; ``tiny`` trains on two CPU cores in minutes.
+#: EDSR-baseline; ``tiny`` trains on two CPU cores in minutes; ``irn_size`` is ``tiny``'s 4 blocks
+#: with the width per scale that gives IRN ``preset=tiny``'s parameter count (172.7k / 618.0k /
+#: 2.15M at x2 / x4 / x8; these: 171.5k / 611.8k / 2.17M), the upscaler of IRN's fair baseline.
+#: A value given as {scale: value} is taken at the model's scale.
 EDSR_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"n_blocks": 4, "n_feats": 32, "res_scale": 1.0},
     "baseline": {"n_blocks": 16, "n_feats": 64, "res_scale": 1.0},
     "paper": {"n_blocks": 32, "n_feats": 256, "res_scale": 0.1},
+    "irn_size": {"n_blocks": 4, "n_feats": {2: 38, 4: 63, 8: 107}, "res_scale": 1.0},
 }
 
 EDSR_SCALES = (2, 3, 4, 8)
@@ -151,7 +155,14 @@ class EDSR(nn.Module):
 
 
 def build_edsr(preset: str, scale: int, **overrides: Any) -> EDSR:
-    """EDSR from a named preset (``tiny``, ``baseline``, ``paper``) with keyword overrides."""
+    """EDSR from a named preset (``tiny``, ``baseline``, ``paper``, ``irn_size``) with keyword
+    overrides."""
     if preset not in EDSR_PRESETS:
         raise ValueError(f"unknown EDSR preset {preset!r}; choose one of {sorted(EDSR_PRESETS)}")
-    return EDSR(scale=scale, **{**EDSR_PRESETS[preset], **overrides})
+    settings = {**EDSR_PRESETS[preset], **overrides}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            if scale not in value:
+                raise ConfigError(f"EDSR preset {preset!r} gives {key} for scales {sorted(value)} only, not {scale}")
+            settings[key] = value[scale]
+    return EDSR(scale=scale, **settings)
