@@ -110,6 +110,10 @@ def test_irn_runs_as_a_tied_pair_through_the_suite(tmp_path):
     optimizer = model.configure_optimizers()
     optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+    # the authors' Quantization: the clamp passes gradients too, and no out-of-range penalty
+    x = torch.tensor([-0.3, 0.5, 1.4], requires_grad=True)
+    model.quantizer(x).sum().backward()
+    assert x.grad.tolist() == [1.0, 1.0, 1.0] and model.loss_weights["out_of_range"] == 0
 
     torch.manual_seed(0)
     down = _randomised(IRNDownscaler(2, blocks=1, gc=4), seed=3)
