@@ -51,12 +51,16 @@ def test_interrupted_run_resumes_step_optimizer_and_schedule(tmp_path):
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     saved = torch.load(last, weights_only=False)
     assert saved["global_step"] == 4
+    assert saved["taid_car_train_seconds"] > 0
 
     cfg = compose_run([*overrides, f"ckpt_path={last}"], tmp_path / "b")
     outcome = train(_with_callback(cfg, "start", "_StartStep"))
     trainer = outcome["trainer"]
     assert next(c for c in trainer.callbacks if isinstance(c, _StartStep)).start_step == 4
     assert trainer.global_step == 6
+    # the run's training time is the first process's (to its checkpoint) plus this one's
+    assert outcome["model"].train_seconds_before_resume == saved["taid_car_train_seconds"]
+    assert outcome["train_seconds"] > saved["taid_car_train_seconds"]
     optimizer = trainer.optimizers[0]
     adam_steps = {int(state["step"]) for state in optimizer.state.values()}
     assert adam_steps == {6}  # the optimiser state was restored, then stepped twice more

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 import warnings
 from pathlib import Path
 
@@ -174,7 +173,8 @@ def run_summary(cfg: DictConfig, params: dict, train_seconds: float, trainer: L.
 
 
 def fit_and_test(cfg: DictConfig) -> dict:
-    """Fit, optionally test and write results files; returns ``{"metrics", "results", "model", "trainer", "summary"}``."""
+    """Fit, optionally test and write results files; returns ``{"metrics", "results", "model", "trainer", "summary",
+    "train_seconds"}`` (training wall clock, s, summed over the resumes of the run)."""
     apply_seed(cfg)
     if not is_secondary_rank():  # the run directory is held: a temporary file there is a killed save's
         remove_stale_temporaries(Path(cfg.output_dir) / "checkpoints")
@@ -191,9 +191,8 @@ def fit_and_test(cfg: DictConfig) -> dict:
     for logger in trainer.loggers:
         logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "params": params})
 
-    started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    train_seconds = time.perf_counter() - started
+    train_seconds = model.train_seconds()  # resumed runs: the whole run's, not this process's
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     results, summary = [], None
@@ -206,7 +205,8 @@ def fit_and_test(cfg: DictConfig) -> dict:
         summary = run_summary(cfg, params, train_seconds, trainer, metrics)
         if trainer.is_global_zero:
             write_results(results, cfg.output_dir, extra=summary)
-    return {"metrics": metrics, "results": results, "model": model, "trainer": trainer, "summary": summary}
+    return {"metrics": metrics, "results": results, "model": model, "trainer": trainer, "summary": summary,
+            "train_seconds": train_seconds}
 
 
 def pretrain_upscaler(cfg: DictConfig) -> Path:

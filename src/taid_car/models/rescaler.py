@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -129,6 +130,8 @@ class Rescaler(L.LightningModule):
             raise ConfigError(f"on_nonfinite={on_nonfinite!r}: must be one of {', '.join(ON_NONFINITE)}")
         self.on_nonfinite, self.max_skipped_in_row = on_nonfinite, int(max_skipped_in_row)
         self.skipped_steps, self._skipped_in_row = 0, 0
+        #: seconds of training before this process (from the checkpoint resumed), and when this fit began
+        self.train_seconds_before_resume, self._fit_started = 0.0, None
         self._last_terms: dict[str, torch.Tensor] = {}
         if not isinstance(downscaler, Downscaler):
             raise TypeError(
@@ -305,6 +308,16 @@ class Rescaler(L.LightningModule):
         ]
 
     # ----------------------------------------------------------------- checkpoints
+    def on_fit_start(self) -> None:
+        self._fit_started = time.perf_counter()
+
+    def train_seconds(self) -> float:
+        """Wall-clock seconds of training so far, s, across resumes: the resumed checkpoint's
+        total plus this process's fit (time lost after the last checkpoint is not counted: the run
+        repeats those steps)."""
+        this_fit = 0.0 if self._fit_started is None else time.perf_counter() - self._fit_started
+        return self.train_seconds_before_resume + this_fit
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["taid_car_config"] = self.config
         for logger in self.loggers:  # lets a resumed run continue the same W&B run
@@ -313,6 +326,7 @@ class Rescaler(L.LightningModule):
         checkpoint["taid_car_parameters"] = pair_parameter_counts(self.downscaler, self.upscaler)
         checkpoint["taid_car_rng"] = rng_states()
         checkpoint["taid_car_skipped_steps"] = self.skipped_steps
+        checkpoint["taid_car_train_seconds"] = self.train_seconds()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Resuming: the RNG states of the moment the checkpoint was saved, so whatever the
@@ -320,6 +334,8 @@ class Rescaler(L.LightningModule):
         if "taid_car_rng" in checkpoint:
             set_rng_states(checkpoint["taid_car_rng"])
         self.skipped_steps = int(checkpoint.get("taid_car_skipped_steps", 0))
+        if self._trainer is not None and self._trainer.state.fn == "fit":  # testing a checkpoint does not change the run's time
+            self.train_seconds_before_resume = float(checkpoint.get("taid_car_train_seconds", 0.0))
 
 
 def rng_states() -> dict:
