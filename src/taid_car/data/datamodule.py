@@ -46,6 +46,9 @@ class RescaleDataModule(L.LightningDataModule):
             once at set-up and listed with their reasons (validation/test sets always raise).
         holdout: hold this many images of a training *folder* out of training (evenly spaced in
             file-name order) and validate on them as ``<folder>_holdout``, before ``val_sets``.
+            The split is made over every file listed, readable or not, so a bad file never
+            changes which images are held out; a held-out file that cannot be read raises as any
+            validation file does, a training one follows ``on_error``.
         root: the folder that set names in ``val_sets`` / ``test_sets`` lists are looked up in
             (the configs pass ``${data_root}``).
         seed: seeds the order, crops and flips of the training patches
@@ -125,14 +128,14 @@ class RescaleDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.train_set is None:
             source, held = self._train_and_holdout()
+            if held and not self.val_sets:  # first: its headers are checked before training images decode
+                self.val_sets = {self.holdout_name: BenchmarkDataset.from_paths(
+                    held, self.scale, self.modcrop, self.holdout_name, cache=self.cache)}
             if stage != "validate":
                 self.train_set = TrainPatchDataset(
                     source, self.patch_size, self.scale, augment=self.augment, repeats=self.repeats,
                     cache=self.cache, skip_small=self.skip_small, on_error=self.on_error,
                 )
-            if held and not self.val_sets:
-                self.val_sets = {self.holdout_name: BenchmarkDataset.from_paths(
-                    held, self.scale, self.modcrop, self.holdout_name, cache=self.cache)}
         if stage in (None, "fit", "validate") and self.val_specs and not set(self.val_specs) <= set(self.val_sets):
             self.val_sets.update(self._open(self.val_specs, cache=self.cache))  # re-read every validation
         if stage in (None, "test") and not self.test_sets and self.test_specs:

@@ -102,6 +102,31 @@ class NoImageLargeEnough(ValueError):
     """Every image of a benchmark set is too small for the factor (``skip_small`` mode)."""
 
 
+def _probe_all(paths: Sequence[Path], name: str) -> list[tuple[int, int]]:
+    """(H, W) of every file of the benchmark set ``name`` (headers only); raises one
+    :class:`ImageError` naming every file that cannot be read (a missing or dangling link, a
+    symlink loop, a broken header) with its reason: a set scored in part compares with nothing."""
+    sizes, unreadable = [], []
+    for p in paths:
+        try:
+            sizes.append(probe_size(p))
+        except ImageError as err:
+            unreadable.append(err)
+    if unreadable:
+        folders = {err.path.parent for err in unreadable}
+        where = folders.pop() if len(folders) == 1 else Path(name)
+        listed = "; ".join(
+            f"{err.path.name if err.path.parent == where else err.path} ({err.reason})" for err in unreadable
+        )
+        raise ImageError(
+            where,
+            f"{len(unreadable)} of the {len(paths)} image(s) of the set {name} cannot be read: {listed}. "
+            "A validation or test set is never scored in part (data.on_error applies to training "
+            "images only): restore or remove these files",
+        )
+    return sizes
+
+
 class BenchmarkDataset(Dataset):
     """Whole HR images of a benchmark set (Set5, Set14, B100, Urban100, DIV2K valid, ...).
 
@@ -113,6 +138,8 @@ class BenchmarkDataset(Dataset):
     during training); ``cache=False`` keeps nothing, so a single pass over the set (evaluation)
     holds one image at a time, however many the set has.
 
+    Files that cannot be read (a dangling symlink, a symlink loop, a broken header) raise one
+    :class:`ImageError` naming every one of them, whatever ``skip_small`` says.
     An image smaller than :func:`benchmark_min_size` is an error naming it; with
     ``skip_small=True`` (extreme factors: ×128 needs HR sides of 384 px) it is left out instead,
     listed in :attr:`skipped` and in one warning, and a set left with no image raises
@@ -179,9 +206,9 @@ class BenchmarkDataset(Dataset):
                 f"{self.scale}-pixel border, {SSIM_WINDOW}x{SSIM_WINDOW} SSIM window)")
         if minimum[0] > need:  # the model takes larger images than the protocol
             need, what = int(minimum[0]), minimum[1]
+        sizes = _probe_all(self.paths, name)  # an unreadable file raises, whatever skip_small says
         kept, self.skipped = [], []
-        for p in self.paths:
-            size = probe_size(p)  # an unreadable file raises, whatever skip_small says
+        for p, size in zip(self.paths, sizes, strict=True):
             if skip_small and min(size) < need:
                 self.skipped.append((p, size))
                 continue

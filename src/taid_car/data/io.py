@@ -5,16 +5,25 @@ held: grayscale is replicated to three channels (``is_gray`` records it, because
 scores a gray image on its own values), alpha is dropped with a warning (not composited),
 palette and CMYK images are converted to RGB, and 16-bit files are divided by 65535 with their
 full precision (Pillow alone silently keeps only the high byte of 16-bit colour PNG/TIFF).
-Pixels are taken as stored: EXIF orientation is not applied (as MATLAB ``imread`` does).
+An EXIF orientation is applied, so pixels come out upright as image viewers show them (as
+``PIL.ImageOps.exif_transpose`` turns them; MATLAB ``imread`` would not), :func:`probe_size`
+reports that upright size, and the first such file of a process is named in one logged notice.
+Benchmark PNGs carry no EXIF: their pixels are read as stored.
 
 Anything wrong with a file or a folder raises :class:`ImageError` (a ``ValueError``) whose
-message names the file and the reason.
+message names the file and the reason; a dangling symlink or a symlink loop is such a file
+(:func:`list_images` lists it, so that it is reported, never silently left out).
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import math
+import os
+import stat
 import warnings
+from io import BytesIO
 from pathlib import Path
 from typing import NamedTuple
 
@@ -85,10 +94,13 @@ def _extensions_text() -> str:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside ``folder`` (by extension, case-insensitive), sorted by name.
+    """Image entries directly inside ``folder`` (by extension, case-insensitive), sorted by name.
 
-    Hidden files (names starting with ``.``, e.g. macOS ``._x.png`` debris) are skipped; no
-    recursion. Raises :class:`MissingFolderError` for a missing folder or a non-folder, and
+    Every entry with an image extension that is not a folder is listed, readable or not: a
+    dangling symlink (e.g. to unmounted storage), a symlink loop or a special file is left for
+    the reader to report by name (:func:`probe_size`, :func:`read_image_raw`), never silently
+    dropped. Hidden files (names starting with ``.``, e.g. macOS ``._x.png`` debris) are skipped;
+    no recursion. Raises :class:`MissingFolderError` for a missing folder or a non-folder, and
     :class:`ImageError` when it holds no image files.
     """
     folder = Path(folder)
@@ -102,7 +114,7 @@ def list_images(folder: str | Path) -> list[Path]:
         (
             p
             for p in folder.iterdir()
-            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and not p.is_dir()
         ),
         key=lambda p: p.name,
     )
@@ -117,29 +129,57 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
+def _check_image_file(path: Path) -> None:
+    """Raise :class:`ImageError` unless ``path`` is (or links to) a regular file, naming what it
+    is instead: missing, a dangling symlink (and its target), a symlink loop, a folder, or a
+    special file (a FIFO would block the reader)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ImageError(path, "symlink loop (the link leads back to itself)") from None
+        if path.is_symlink():
+            raise ImageError(
+                path, f"dangling symlink to {os.readlink(path)}, which does not exist (unmounted storage?)"
+            ) from None
+        if isinstance(e, FileNotFoundError):
+            raise ImageError(path, "file does not exist") from None
+        raise ImageError(path, f"cannot be read ({type(e).__name__}: {e})") from e
+    if stat.S_ISDIR(mode):
+        raise ImageError(path, "is a folder, not an image file")
+    if not stat.S_ISREG(mode):
+        raise ImageError(path, "is not a regular file (a FIFO, socket or device), not an image file")
+
+
 def probe_size(path: str | Path) -> tuple[int, int]:
-    """(H, W) of an image file from its header, without decoding the pixels."""
+    """(H, W) of an image file from its header, without decoding the pixels; upright, i.e.
+    swapped when the EXIF orientation turns the image by 90 degrees (as :func:`read_image_raw`)."""
     path = Path(path)
+    _check_image_file(path)
     try:
         with Image.open(path) as im:
             w, h = im.size
-    except FileNotFoundError:
-        raise ImageError(path, "file does not exist") from None
+            if _exif_orientation(im, path) in _QUARTER_TURNS and im.format not in _UPRIGHT_SIZE:
+                h, w = w, h
     except Exception as e:
         raise ImageError(path, f"not a readable image ({type(e).__name__}: {e})") from e
     return h, w
 
 
 def read_image_raw(path: str | Path) -> RawImage:
-    """Decode ``path`` to RGB pixels at their stored bit depth (see :class:`RawImage`)."""
+    """Decode ``path`` to RGB pixels at their stored bit depth (see :class:`RawImage`), upright
+    by its EXIF orientation."""
     path = Path(path)
-    if not path.exists():
-        raise ImageError(path, "file does not exist")
-    if path.is_dir():
-        raise ImageError(path, "is a folder, not an image file")
+    _check_image_file(path)
     try:
         with Image.open(path) as im:
-            return _decode(im, path)
+            orientation = _exif_orientation(im, path)  # from the header, before the pixels load
+            if orientation == 1 or im.format != "TIFF":
+                return _decode_upright(im, path, orientation)
+            # Pillow's TIFF reader turns the pixels itself, but scrambles a memory-mapped
+            # (uncompressed, one strip) gray one (Pillow 13): decode a copy in memory instead
+            with Image.open(BytesIO(path.read_bytes())) as in_memory:
+                return _decode_upright(in_memory, path, orientation)
     except ImageError:
         raise
     except Exception as e:
@@ -158,6 +198,67 @@ def load_image(path: str | Path) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- decoding
+
+log = logging.getLogger(__name__)
+
+_ORIENTATION = 0x0112
+"""The EXIF tag of the orientation: 1 upright as stored, 2..8 flips and turns."""
+
+_QUARTER_TURNS = (5, 6, 7, 8)
+"""EXIF orientations that swap height and width."""
+
+_UPRIGHT_SIZE = ("TIFF",)
+"""Formats whose Pillow reader gives the upright size at open (and turns the pixels at load)."""
+
+_exif_noticed = False  # the once-per-process notice of an applied EXIF orientation was given
+
+
+def _exif_orientation(im: Image.Image, path: Path) -> int:
+    """The EXIF orientation (1..8; 1: upright as stored) from the file's header, read as
+    ``PIL.ImageOps.exif_transpose`` reads it; a PNG's from an ``eXIf`` chunk before the pixels,
+    where the PNG specification puts it (looking after them would decode the image). The first
+    file of a process turned by it is named in one logged notice."""
+    global _exif_noticed
+    orientation = _header_exif(im).get(_ORIENTATION, 1)
+    if orientation not in range(2, 9):
+        return 1
+    if not _exif_noticed:
+        _exif_noticed = True
+        log.warning(
+            "%s: EXIF orientation %d applied: its pixels are read turned upright, as image viewers "
+            "show them (said once: other files with an EXIF orientation are turned without notice)",
+            path, orientation,
+        )
+    return int(orientation)
+
+
+def _decode_upright(im: Image.Image, path: Path, orientation: int) -> RawImage:
+    """:func:`_decode`, turned by the EXIF ``orientation`` unless Pillow turned it while decoding
+    (then it removed the tag, as ``exif_transpose`` does: its TIFF reader does so, the others not)."""
+    raw = _decode(im, path)
+    return raw if _ORIENTATION not in _header_exif(im) else _upright(raw, orientation)
+
+
+def _header_exif(im: Image.Image) -> Image.Exif:
+    """``im``'s EXIF (cached by Pillow), without decoding: ``PngImageFile.getexif`` decodes the
+    pixels to look for an ``eXIf`` after them, so a PNG's is the header's (``Image.getexif``)."""
+    return Image.Image.getexif(im) if im.format == "PNG" else im.getexif()
+
+
+def _upright(raw: RawImage, orientation: int) -> RawImage:
+    """``raw`` turned by an EXIF ``orientation`` as ``PIL.ImageOps.exif_transpose`` turns it."""
+    a = raw.array  # (H, W, C)
+    turned = {
+        1: lambda: a,
+        2: lambda: a[:, ::-1],  # FLIP_LEFT_RIGHT
+        3: lambda: a[::-1, ::-1],  # ROTATE_180
+        4: lambda: a[::-1],  # FLIP_TOP_BOTTOM
+        5: lambda: a.transpose(1, 0, 2),  # TRANSPOSE
+        6: lambda: np.rot90(a, -1),  # ROTATE_270 (90 degrees clockwise)
+        7: lambda: a.transpose(1, 0, 2)[::-1, ::-1],  # TRANSVERSE
+        8: lambda: np.rot90(a, 1),  # ROTATE_90 (90 degrees counter-clockwise)
+    }[orientation]()
+    return raw if turned is a else raw._replace(array=np.ascontiguousarray(turned))
 
 
 def _array_to_tensor(array: np.ndarray, max_value: float) -> torch.Tensor:
