@@ -32,6 +32,7 @@ from taid_car.models.trained import init_upscaler_from, method_name, read_run_ch
 from taid_car.rundir import held_run_dir, is_secondary_rank
 from taid_car.scoring.report import columns_for, markdown_table, print_results, write_results
 from taid_car.scoring.tasks import Task, task_of
+from taid_car.settings import check_settings
 from taid_car.training.baseline import (
     baseline_config,
     baseline_model,
@@ -247,6 +248,7 @@ def train(cfg: DictConfig, multirun: bool = False) -> dict:
     plus ``baseline`` (its results, or None)."""
     task = configured_task(cfg)
     check_scale(cfg.get("scale"), minimum=task.min_scale)
+    check_settings(cfg)  # every numeric setting, before anything is built
     with held_run_dir(cfg.output_dir):  # a no-op when Hydra's RunDirGuard holds it already
         return _train(cfg, multirun, task)
 

@@ -157,10 +157,11 @@ class InvRescaleNet(nn.Module):
 
 
 def stages_of(scale: int) -> int:
-    """log2(scale) for a power-of-two ``scale`` >= 2; ValueError otherwise."""
+    """log2(scale) for a power-of-two ``scale`` >= 2; a :class:`ConfigError` (a ValueError)
+    naming ``scale`` otherwise."""
     stages = round(math.log2(scale)) if scale >= 2 else 0
     if stages < 1 or 2**stages != scale:
-        raise ValueError(f"IRN works at x2, x4, x8 (powers of two), got scale={scale}")
+        raise ConfigError(f"scale={scale}: IRN works at powers of two (x2, x4, x8), e.g. scale=4")
     return stages
 
 
