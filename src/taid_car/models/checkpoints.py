@@ -19,7 +19,9 @@ preset (32 blocks × 256, res_scale 0.1, rgb_range 1) at the same scale. Usage::
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -42,11 +44,15 @@ def read_checkpoint_file(path: str | os.PathLike):
     """``torch.load(path, weights_only=True)`` on the CPU: tensors, containers and plain Python
     values only, so a file can never run code when loaded (files are untrusted; the suite's own
     checkpoints, Lightning's included, hold nothing else). Raises :class:`CheckpointNotFound`
-    for a missing file and :class:`CheckpointError` naming the file for anything unreadable,
-    a pickled object that is not plain data included."""
+    where no regular file is (missing, a folder, a dangling link: :func:`not_a_file` says which)
+    and :class:`CheckpointError` naming the file for anything unreadable, a pickled object that
+    is not plain data included."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointNotFound(f"checkpoint {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+    missing = not_a_file(path)
+    if missing is not None:
+        error = CheckpointNotFound(f"checkpoint {path} {missing}")
+        error.reason = missing.removeprefix("is ")
+        raise error
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any failure to read is the same answer: not a checkpoint
@@ -54,6 +60,32 @@ def read_checkpoint_file(path: str | os.PathLike):
         error = CheckpointError(f"{path}: not a readable checkpoint ({reason})")
         error.reason = reason
         raise error from err
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why ``path`` is no regular file once links are followed, as a phrase after its name
+    ("does not exist", "is a folder", "is a symlink to X, which does not exist"); None when it is one."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        if err.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return f"cannot be opened ({err.strerror or err})"
+        if not path.is_symlink():
+            return "does not exist"
+        loops = err.errno == errno.ELOOP
+        return f"is a symlink to {os.readlink(path)}, which {'loops' if loops else 'does not exist'}"
+    if stat.S_ISREG(mode):
+        return None
+    what = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+    return f"is a symlink to {os.readlink(path)}, {what}" if path.is_symlink() else f"is {what}"
+
+
+def non_finite_entry(state_dict: Mapping) -> str | None:
+    """The first key of ``state_dict`` whose floating tensor holds NaN or ±inf (None if none)."""
+    for key, value in state_dict.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return key
+    return None
 
 
 #: how a file written by ``torch.save`` starts: a zip archive, or a legacy pickle (protocol 2+)

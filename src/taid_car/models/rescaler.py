@@ -230,8 +230,12 @@ class Rescaler(L.LightningModule):
         last = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or ""
         return (f"training diverged at step {step}{skipped}: {problem}; no checkpoint was saved for it"
                 f"{f' (last good: {last})' if last else ''}. Try a lower optimizer.lr (now "
-                f"{optimizer.param_groups[0]['lr']:g}), gradient clipping (trainer.gradient_clip_val=10) "
-                f"or on_nonfinite=skip")
+                f"{optimizer.param_groups[0]['lr']:g}), {self._other_remedies()}")
+
+    def _other_remedies(self) -> str:
+        """The divergence remedies besides a lower lr (``on_nonfinite=skip`` only where not set)."""
+        clip = "gradient clipping (trainer.gradient_clip_val=10)"
+        return f"{clip} or on_nonfinite=skip" if self.on_nonfinite != "skip" else clip
 
     def _logging_step(self) -> bool:
         """Training scalars are only written every ``log_every_n_steps``: skip the work otherwise."""
@@ -298,7 +302,7 @@ class Rescaler(L.LightningModule):
                 raise TrainingDiverged(
                     f"training diverged by step {self.trainer.global_step}: validation {rows[0]['set_name']} "
                     f"{self.headline} = {rows[0][self.headline]}; no checkpoint was saved for it. Try a lower "
-                    f"optimizer.lr, gradient clipping (trainer.gradient_clip_val=10) or on_nonfinite=skip")
+                    f"optimizer.lr, {self._other_remedies()}")
             self.log("val/headline", rows[0][self.headline], prog_bar=True)
 
     def on_test_epoch_end(self) -> None:

@@ -7,7 +7,8 @@ from it and get their weights. Used by ``evaluate``, ``rescale``, ``crops``, res
 A checkpoint is untrusted: it is read with ``weights_only=True``
 (:func:`~taid_car.models.checkpoints.read_checkpoint_file`), and its saved config may only name
 the suite's own modules: every ``_target_`` in it is checked by :func:`check_targets` before
-anything is imported from elsewhere or called.
+anything is imported from elsewhere or called. Weights holding NaN or ±inf are refused too,
+for every reader alike.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from taid_car.errors import one_line
-from taid_car.models.checkpoints import CheckpointError, read_checkpoint_file
+from taid_car.models.checkpoints import CheckpointError, non_finite_entry, read_checkpoint_file
 from taid_car.models.downscaler import Downscaler, crop_multiple
 
 
@@ -123,9 +124,10 @@ def load_trained_pair(ckpt_path: str | Path) -> tuple[nn.Module, nn.Module, dict
 
 def read_run_checkpoint(path: str | Path) -> tuple[dict, dict]:
     """(checkpoint, its run config) of a ``taid_car.run`` checkpoint, read with
-    ``weights_only=True``: resuming, ``ckpt_path=last``, ``evaluate``, ``rescale`` and
+    ``weights_only=True``: resuming, ``ckpt_path=last``, ``evaluate``, ``rescale``, ``crops`` and
     ``upscaler.init_from`` all read through here. :class:`CheckpointError` naming the file for
-    anything else (a missing file: :class:`~taid_car.models.checkpoints.CheckpointNotFound`)."""
+    anything else (a missing file: :class:`~taid_car.models.checkpoints.CheckpointNotFound`), a
+    ``state_dict`` with NaN or ±inf in any floating tensor included (naming its first such key)."""
     path = Path(path)
     checkpoint = read_checkpoint_file(path)
     config = checkpoint.get("taid_car_config") if isinstance(checkpoint, dict) else None
@@ -133,6 +135,13 @@ def read_run_checkpoint(path: str | Path) -> tuple[dict, dict]:
         raise CheckpointError(f"{path}: not a taid_car checkpoint (no 'taid_car_config' entry)")
     if not isinstance(checkpoint.get("state_dict"), dict):
         raise CheckpointError(f"{path}: not a taid_car checkpoint (no 'state_dict' entry)")
+    bad = non_finite_entry(checkpoint["state_dict"])
+    if bad is not None:
+        reason = f"non-finite weights ({bad})"
+        error = CheckpointError(f"{path}: {reason}: the file holds NaN or infinite weights, as a diverged "
+                                f"run leaves them; use an earlier checkpoint")
+        error.reason = reason
+        raise error
     return checkpoint, config
 
 

@@ -53,7 +53,8 @@ class ImagePanels(L.Callback):
     For the first ``max_images`` images of the first validation set: a central HR crop of
     ``crop_size`` px, the model's LR (at its own size and nearest-upscaled), SR, and the bicubic
     pair. Logged as W&B images when a WandbLogger is attached; always saved as PNG strips under
-    ``<output_dir>/panels/``.
+    ``<output_dir>/panels/``. An image whose LR or SR holds NaN or ±inf gets no panel at that
+    step, only a warning naming it (the Rescaler's validation end then stops a diverged run).
     """
 
     def __init__(self, every_n_steps: int = 100, crop_size: int = 96, max_images: int = 2,
@@ -86,6 +87,11 @@ class ImagePanels(L.Callback):
         for name, hr in self._crops(trainer, multiple):
             hr = hr.unsqueeze(0).to(pl_module.device)
             out = rescale_and_score(pl_module.downscaler, pl_module.upscaler, hr, scale, False)
+            broken = [part for part, image in (("LR", out.lr), ("SR", out.sr)) if not bool(torch.isfinite(image).all())]
+            if broken:  # the module's own validation end decides whether the run diverged
+                log.warning("panels: no panel of %s at step %d: the model's %s %s NaN or infinite values",
+                            name, step, " and ".join(broken), "holds" if len(broken) == 1 else "hold")
+                continue
             lr, row = out.lr, panel_row(hr, out, scale)
             if self.output_dir is not None:
                 save_image(torch.cat(row, dim=-1), self.output_dir / "panels" / f"step{step:06d}_{name}.png",

@@ -25,7 +25,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from taid_car.errors import UsageError
-from taid_car.models.checkpoints import CheckpointError, CheckpointNotFound
+from taid_car.models.checkpoints import CheckpointError, CheckpointNotFound, non_finite_entry
 from taid_car.models.trained import read_run_checkpoint
 
 log = logging.getLogger(__name__)
@@ -59,16 +59,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return read_run_checkpoint(path)[0]
 
 
-def non_finite_entry(state_dict: dict) -> str | None:
-    """The first key of ``state_dict`` whose floating tensor holds NaN or ±inf (None if none)."""
-    for key, value in state_dict.items():
-        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            return key
-    return None
-
-
 def check_finite(state_dict: dict, path: Path) -> None:
-    """Raise :class:`NonFiniteCheckpoint` rather than write non-finite weights to ``path``."""
+    """Raise :class:`NonFiniteCheckpoint` rather than write non-finite weights to ``path`` (the
+    test every reader applies too: :func:`~taid_car.models.checkpoints.non_finite_entry`)."""
     key = non_finite_entry(state_dict)
     if key is not None:
         raise NonFiniteCheckpoint(f"refusing to save {path}: its weights are not finite ({key}); "
@@ -167,21 +160,31 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def unreadable_reason(path: Path) -> str | None:
-    """Why ``path`` is not a checkpoint to resume from (``None`` when it is one): not readable
-    (with ``weights_only=True``), not the suite's, or holding non-finite weights."""
+    """Why ``path`` is not a checkpoint to resume from (``None`` when it is one): whatever
+    :func:`~taid_car.models.trained.read_run_checkpoint` refuses (no regular file, a dangling
+    link included; not readable with ``weights_only=True``; not the suite's; non-finite weights)."""
     try:
-        checkpoint, _ = read_run_checkpoint(path)
+        read_run_checkpoint(path)
     except CheckpointError as err:
         return getattr(err, "reason", None) or str(err).removeprefix(f"{path}: ")
-    key = non_finite_entry(checkpoint["state_dict"])
-    return None if key is None else f"non-finite weights ({key})"
+    return None
 
 
 def latest_checkpoint(folder: Path) -> Path:
     """The newest ``*.ckpt`` in ``folder`` (by modification time) that loads; each newer one
-    that does not is logged with its reason. FileNotFoundError when none loads."""
+    that does not (a dangling link or anything else that is no regular file included) is logged
+    with its reason. FileNotFoundError when none loads."""
     folder = Path(folder)
-    candidates = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+
+    def modified(path: Path) -> float:  # a dangling link sorts by the link's own time
+        for stat in (path.stat, path.lstat):
+            try:
+                return stat().st_mtime
+            except OSError:
+                pass
+        return float("-inf")
+
+    candidates = sorted(folder.glob("*.ckpt"), key=modified, reverse=True)
     skipped = []
     for path in candidates:
         reason = unreadable_reason(path)
