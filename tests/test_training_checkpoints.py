@@ -25,7 +25,7 @@ def test_save_goes_through_a_temporary_file_beside_the_target(tmp_path, monkeypa
     monkeypatch.setattr(tempfile, "tempdir", str(other))
     renames = []
     real_replace = os.replace
-    monkeypatch.setattr(checkpoints.os, "replace", lambda a, b: (renames.append((a, b)), real_replace(a, b)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (renames.append((a, b)), real_replace(a, b)))
     target = tmp_path / "run" / "checkpoints" / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(3)}}, target)
     assert torch.load(target, weights_only=True)["state_dict"]["w"].sum() == 3

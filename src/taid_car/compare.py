@@ -45,6 +45,7 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.markup import escape
 
+from taid_car.atomic_write import write_atomically
 from taid_car.errors import one_line
 from taid_car.runs import NoRunsError, Run, collect_runs, natural_key, read_metrics_csv
 from taid_car.scoring import tables
@@ -345,8 +346,7 @@ def plot_metric_per_set(rows: Sequence[dict], metric: str, path: Path) -> Path:
         ax.set_ylabel(f"{label} ({unit})" if unit else label)
     _figure_legend(figure, axes)
     figure.suptitle(f"{label} per set and method (higher is better)")
-    figure.savefig(path, dpi=120)
-    return path
+    return write_atomically(path, lambda f: figure.savefig(f, format="png", dpi=120))
 
 
 HATCHES = ["", "//", "..", "xx", "\\\\", "++"]
@@ -464,8 +464,7 @@ def plot_training_curves(
                 transform=ax.transAxes,
             )
     figure.suptitle("Training curves (from csv/version_*/metrics.csv)")
-    figure.savefig(path, dpi=120)
-    return path
+    return write_atomically(path, lambda f: figure.savefig(f, format="png", dpi=120))
 
 
 def collect_curves(runs: Iterable[Run]) -> tuple[dict[str, dict[str, list]], list[str]]:
@@ -541,7 +540,7 @@ def compare(
         )
         plots["Training curves"] = written["curves"]
     notes = curve_notes(curves, no_curves)
-    written["md"].write_text(markdown_report(rows, runs, metric, plots, notes))
+    write_atomically(written["md"], markdown_report(rows, runs, metric, plots, notes))
     _print_summary(console, rows, runs, notes, written)
     return written
 

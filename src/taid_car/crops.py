@@ -11,12 +11,16 @@ row shows the LR (nearest-neighbour enlarged ``scale`` times, so one LR pixel is
 block), the bottom row the SR. Titles give the whole-image PSNR-Y of the SR (border = scale)
 and the LR fidelity (PSNR-Y of the LR against the bicubic LR).
 
-Writes ``crops_x<scale>_<image>.png`` into the common parent directory (or ``--output``).
+Writes ``crops_x<scale>_<image>.png`` into the common parent directory (or ``--output``); an
+existing file there is only replaced with ``--overwrite`` (every name is checked before anything is
+written). A box moved or resized to fit the image and the scale's grid is said in one warning.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import logging
 import math
 import sys
 from collections.abc import Sequence
@@ -28,13 +32,18 @@ import torch.nn.functional as F
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from taid_car.atomic_write import write_atomically
 from taid_car.data.io import ImageError, read_image
+from taid_car.errors import UsageError
+from taid_car.file_batch import refuse_existing
 from taid_car.models.trained import TrainedPair
 from taid_car.models.trained import load_pair as load_trained_pair
 from taid_car.runs import NoRunsError, Run, collect_runs, natural_key, tested_checkpoint
 from taid_car.scoring.pipeline import bicubic_reference, rescale_and_score, score_sr
 
 REFERENCE = "Bicubic & Bicubic"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,6 +64,24 @@ def aligned_box(box: Sequence[int], scale: int, height: int, width: int) -> tupl
     top = min(max(top, 0), height - size) // scale * scale
     left = min(max(left, 0), width - size) // scale * scale
     return top, left, size
+
+
+def box_change(box: Sequence[int], scale: int, height: int, width: int) -> str | None:
+    """Why :func:`aligned_box` moves or resizes ``box`` (top, left, size in HR px) on an image of
+    ``height`` x ``width`` at ``scale`` (None when it keeps it)."""
+    top, left, size = (int(v) for v in box)
+    if aligned_box(box, scale, height, width) == (top, left, size):
+        return None
+    reasons = []
+    if size > min(height, width):
+        reasons.append("is larger than the image")
+    elif top < 0 or left < 0 or top + size > height or left + size > width:
+        reasons.append("reaches outside the image")
+    if size < scale:
+        reasons.append(f"is smaller than one LR pixel ({scale} HR px)")
+    elif top % scale or left % scale or size % scale:
+        reasons.append(f"is off the x{scale} grid (multiples of {scale})")
+    return " and ".join(reasons) or "does not fit"
 
 
 def load_pair(run: Run) -> TrainedPair:
@@ -110,18 +137,23 @@ def crop_figure(
 
 
 def write_crops(
-    paths: Sequence[str | Path], image: str | Path, box: Sequence[int], output: str | Path | None = None
+    paths: Sequence[str | Path], image: str | Path, box: Sequence[int], output: str | Path | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
-    """One ``crops_x<scale>_<image>.png`` per scale found among the finished runs under ``paths``."""
+    """One ``crops_x<scale>_<image>.png`` per scale found among the finished runs under ``paths``;
+    a taken output name is a :class:`~taid_car.errors.UsageError` (before anything is written)
+    unless ``overwrite``, and then replaced, never written through."""
     runs, base = collect_runs(paths)
     finished = [run for run in runs if not run.failed]
     if not finished:
         raise NoRunsError(f"no finished run under {', '.join(map(str, paths))}")
-    loaded = read_image(image)
     out_dir = Path(output) if output else base
+    scales = sorted({run.scale for run in finished})
+    refuse_existing([out_dir / f"crops_x{scale}_{Path(image).stem}.png" for scale in scales], overwrite)
+    loaded = read_image(image)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for scale in sorted({run.scale for run in finished}):
+    for scale in scales:
         at_scale = sorted((r for r in finished if r.scale == scale), key=lambda r: natural_key(r.method))
         pairs = [load_pair(run) for run in at_scale]
         multiple = math.lcm(scale, *(pair.crop for pair in pairs))
@@ -131,10 +163,15 @@ def write_crops(
         hr = loaded.tensor[None, :, :height, :width]
         renditions = render(hr, loaded.is_gray, scale, pairs)
         cut = aligned_box(box, scale, height, width)
+        change = box_change(box, scale, height, width)
+        if change is not None:
+            log.warning("x%d, image %dx%d (HxW): --box %s (top left size, HR px) %s: using --box %s",
+                        scale, height, width, " ".join(str(int(v)) for v in box), change,
+                        " ".join(map(str, cut)))
         figure = crop_figure(renditions, hr, scale, cut, loaded.path.name)
         path = out_dir / f"crops_x{scale}_{loaded.path.stem}.png"
-        figure.savefig(path, dpi=110)
-        written.append(path)
+        written.append(write_atomically(path, functools.partial(figure.savefig, format="png", dpi=110),
+                                        overwrite=overwrite))
     return written
 
 
@@ -145,10 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--box", nargs=3, type=int, default=(0, 0, 96), metavar=("TOP", "LEFT", "SIZE"),
                         help="HR crop in pixels, aligned down to the scale (default: 0 0 96)")
     parser.add_argument("--output", help="folder for the PNGs (default: the runs' common parent)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing crops_x<scale>_<image>.png files")
     args = parser.parse_args(argv)
     try:
-        paths = write_crops(args.runs, args.image, args.box, args.output)
-    except (NoRunsError, ImageError, FileNotFoundError, ValueError) as err:
+        paths = write_crops(args.runs, args.image, args.box, args.output, args.overwrite)
+    except (NoRunsError, ImageError, UsageError, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for path in paths:

@@ -93,7 +93,8 @@ def described(path: Path) -> str:
 def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
     """Usage error naming every output path that is taken (a file, or a symlink, dangling or
     not), unless ``overwrite``; a folder in the way is refused even then. With ``overwrite`` a
-    symlink is replaced by the new file (unlinked first), never written through."""
+    file, hard link or symlink there is replaced by the new file
+    (:func:`~taid_car.atomic_write.write_atomically`), never written through."""
     taken = [p for p in paths if _taken(p)]
     folders = [p for p in taken if p.is_dir() and not p.is_symlink()]
     if folders:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from taid_car.atomic_write import write_atomically
 from taid_car.errors import UsageError
 from taid_car.file_batch import (
     Outcome,
@@ -133,15 +134,11 @@ def jpeg_summary(mean: dict, quality: int, method: str) -> str:
 def write_tables(
     rows: Sequence[dict], columns, title: str, caption: str | None, out_dir: Path, overwrite: bool
 ) -> list[Path]:
-    """``roundtrip.csv`` (full precision) and ``roundtrip.md`` (rounded) in ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """``roundtrip.csv`` (full precision) and ``roundtrip.md`` (rounded) in ``out_dir``, each
+    written whole; a file or link at either name is replaced (``overwrite``), never written through."""
     csv_path, md_path = (out_dir / name for name in RESULT_FILES)
-    for path in (csv_path, md_path):
-        if overwrite and path.is_symlink():
-            path.unlink()  # replace the link itself, never write through it
     tables.write_csv(rows, [c.key for c in columns], csv_path, overwrite=overwrite)
-    with md_path.open("w" if overwrite else "x") as handle:
-        handle.write(tables.markdown_table(rows, columns, title, caption))
+    write_atomically(md_path, tables.markdown_table(rows, columns, title, caption), overwrite=overwrite)
     return [csv_path, md_path]
 
 

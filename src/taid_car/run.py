@@ -23,6 +23,7 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from taid_car.atomic_write import write_atomically
 from taid_car.config import CONFIG_DIR, check_scale
 from taid_car.errors import ConfigError, one_line, reported
 from taid_car.models.checkpoints import CheckpointError
@@ -283,11 +284,9 @@ def _train(cfg: DictConfig, multirun: bool, task: Task) -> dict:
         "method": base["summary"]["method"], "train_seconds": base["summary"]["train_seconds"],
         "global_step": base["summary"]["global_step"], "per_set": gains(results, base["results"]),
     }}
-    write_results(results, out_dir, extra=summary)
-    with (out_dir / "results.md").open("a") as handle:
-        handle.write("\nBaseline, bicubic + the same upscaler on the same schedule (`baseline/`):\n\n")
-        handle.write(markdown_table(base["results"]))
-        handle.write("\n" + "\n".join(f"- {line}" for line in lines) + "\n")
+    baseline_md = ("\nBaseline, bicubic + the same upscaler on the same schedule (`baseline/`):\n\n"
+                   + markdown_table(base["results"]) + "\n" + "\n".join(f"- {line}" for line in lines) + "\n")
+    write_results(results, out_dir, extra=summary, markdown_after=baseline_md)
     print_results([*results, *base["results"]], title=title)
     for line in lines:
         print(line)
@@ -339,7 +338,7 @@ def main(cfg: DictConfig) -> float | None:
         if not multirun:
             raise
         log.exception("job failed; the sweep continues with the next job")
-        Path(cfg.output_dir, "failed.txt").write_text(f"{type(err).__name__}: {one_line(err)}\n")
+        write_atomically(Path(cfg.output_dir, "failed.txt"), f"{type(err).__name__}: {one_line(err)}\n")
         return None
     _close_wandb(exit_code=0)
     return outcome["metrics"].get(cfg.get("optimized_metric") or "")

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from taid_car.atomic_write import write_atomically
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageError",
@@ -416,8 +418,9 @@ def save_image(
 
     ``tensor``: (3, H, W) RGB or (1, H, W) / (H, W) gray, any float dtype/device; values are
     clamped to [0, 1] and rounded half up to 0..255 (as MATLAB ``im2uint8``). Parent folders are
-    created. An existing file (or a symlink, dangling or not) raises ``FileExistsError`` unless
-    ``overwrite=True``; then a symlink is replaced by the file, never written through.
+    created. Written by :func:`taid_car.atomic_write.write_atomically`: the file appears whole or
+    not at all, and an existing name (a file, a hard link, a symlink) is replaced, never written
+    through; without ``overwrite=True`` a taken name raises ``FileExistsError`` naming it.
     """
     path = Path(path)
     if path.suffix.lower() != ".png":
@@ -436,24 +439,14 @@ def save_image(
     img = (
         Image.fromarray(a[:, :, 0], mode="L") if a.shape[2] == 1 else Image.fromarray(a, mode="RGB")
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if overwrite and path.is_symlink():
-        path.unlink()  # replace the link itself: writing through it would land outside the folder
-    try:
-        info = None
-        if text:
-            from PIL.PngImagePlugin import PngInfo
+    info = None
+    if text:
+        from PIL.PngImagePlugin import PngInfo
 
-            info = PngInfo()
-            for key, value in text.items():
-                info.add_text(key, str(value))
-        with open(path, "wb" if overwrite else "xb") as f:
-            img.save(f, format="PNG", pnginfo=info)
-    except FileExistsError:
-        raise FileExistsError(
-            f"{path}: already exists; pass overwrite=True to replace it"
-        ) from None
-    return path
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, str(value))
+    return write_atomically(path, lambda f: img.save(f, format="PNG", pnginfo=info), overwrite=overwrite)
 
 
 # --------------------------------------------------------------------------- geometry

@@ -29,6 +29,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
+from taid_car.atomic_write import write_atomically
+
 ARCHS = (80, 90)
 KERNELS = ("forward", "backward", "backward+image")
 # name → (hr dtype, kernels/offsets dtype); "fp32+bf16" is a float32 image with bfloat16
@@ -253,11 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"compiled in {time.perf_counter() - t0:.0f} s with {args.jobs} process(es)")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"environment": _environment(), "variants": rows}, f, indent=1)
+        write_atomically(args.json, json.dumps({"environment": _environment(), "variants": rows}, indent=1))
     if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(table)
+        write_atomically(args.markdown, table)
     bad = failures(rows)
     for line in bad:
         print("FAIL", line, file=sys.stderr)

@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from taid_car.atomic_write import write_atomically
 from taid_car.scoring import tables
 from taid_car.scoring.results import SetResult
 from taid_car.scoring.tables import Column
@@ -54,21 +55,21 @@ def print_results(results: Sequence[SetResult], title: str = "Results") -> None:
 
 
 def write_results(
-    results: Sequence[SetResult], out_dir: str | Path, extra: dict | None = None
+    results: Sequence[SetResult], out_dir: str | Path, extra: dict | None = None, markdown_after: str = ""
 ) -> dict[str, Path]:
-    """Write results.md, results.csv, results.json (with per-image scores) into ``out_dir``.
+    """Write results.md, results.csv, results.json (with per-image scores) into ``out_dir``,
+    each whole (:func:`~taid_car.atomic_write.write_atomically`).
 
-    ``extra`` (parameter counts, training time, ...) goes to run.json beside them.
+    ``extra`` (parameter counts, training time, ...) goes to run.json beside them;
+    ``markdown_after`` (e.g. the baseline's table) is written into results.md after the table.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "results.md", "csv": out / "results.csv", "json": out / "results.json"}
-    paths["md"].write_text(markdown_table(results))
+    write_atomically(paths["md"], markdown_table(results) + markdown_after)
     tables.write_csv(_rows(results), CSV_KEYS, paths["csv"])
-    paths["json"].write_text(to_json([r.__dict__ for r in results]))
+    write_atomically(paths["json"], to_json([r.__dict__ for r in results]))
     if extra is not None:
-        paths["run"] = out / "run.json"
-        paths["run"].write_text(to_json(extra))
+        paths["run"] = write_atomically(out / "run.json", to_json(extra))
     return paths
 
 

@@ -9,9 +9,12 @@ columns are left-aligned, numbers right-aligned. CSV keeps full precision.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from taid_car.atomic_write import write_atomically
 
 MISSING = "–"
 
@@ -83,11 +86,12 @@ def print_table(
 
 
 def write_csv(rows: Sequence[dict], fields: Sequence[str], path: Path, overwrite: bool = True) -> Path:
-    """Raw values of ``fields`` (missing ones empty, other keys ignored); ``overwrite=False``
-    refuses an existing file (``FileExistsError``)."""
-    with Path(path).open("w" if overwrite else "x", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
-    return Path(path)
+    """Raw values of ``fields`` (missing ones empty, other keys ignored), UTF-8, written whole
+    (:func:`~taid_car.atomic_write.write_atomically`); ``overwrite=False`` refuses an existing
+    file (``FileExistsError``)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(fields), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
+    return write_atomically(path, text.getvalue(), overwrite=overwrite)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import WandbLogger
 
+from taid_car.atomic_write import write_atomically
 from taid_car.data.io import save_image
 from taid_car.scoring.pipeline import Rescaled, rescale_and_score
 from taid_car.scoring.tasks import task_of
@@ -158,7 +159,7 @@ class StepTimer(L.Callback):
         self.last = record
         if trainer.is_global_zero and self.output_dir is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / self.FILENAME).write_text(json.dumps(record, indent=1))
+            write_atomically(self.output_dir / self.FILENAME, json.dumps(record, indent=1))
 
 
 class SaveOnException(L.Callback):

@@ -3,9 +3,10 @@
 Lightning's default save goes through an fsspec transaction whose temporary file lives in
 ``TMPDIR``; when that is another device than the run directory (node-local /tmp beside a shared
 output folder), the commit is a *copy*, and a kill during it leaves a truncated ``last.ckpt``.
-:class:`AtomicCheckpointIO` writes the temporary file in the destination folder, flushes and
-fsyncs it, and ``os.replace``s it over the target (then fsyncs the folder), so a checkpoint path
-always holds either the previous complete file or the new complete file.
+:class:`AtomicCheckpointIO` writes through :func:`taid_car.atomic_write.write_atomically` (the
+suite's one file writer: a temporary file in the destination folder, flushed, fsynced and
+``os.replace``d over the target, then the folder fsynced), so a checkpoint path always holds
+either the previous complete file or the new complete file, with the mode the umask gives.
 
 Reading goes through :func:`~taid_car.models.trained.read_run_checkpoint` (``weights_only=True``),
 Lightning's own resume included (:meth:`AtomicCheckpointIO.load_checkpoint`). A checkpoint whose
@@ -16,21 +17,18 @@ weights are not finite is never written (:class:`NonFiniteCheckpoint`) nor picke
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from taid_car.atomic_write import TMP_SUFFIX, write_atomically
 from taid_car.errors import UsageError
 from taid_car.models.checkpoints import CheckpointError, CheckpointNotFound, non_finite_entry
 from taid_car.models.trained import read_run_checkpoint
 
 log = logging.getLogger(__name__)
-
-TMP_SUFFIX = ".tmp"
 
 
 class NonFiniteCheckpoint(RuntimeError):
@@ -69,33 +67,24 @@ def check_finite(state_dict: dict, path: Path) -> None:
 
 
 def save_atomically(obj: Any, path: Path) -> None:
-    """``torch.save(obj)`` to ``path`` via a temporary file beside it, fsync and ``os.replace``.
-    A failed write (no space left, a file-size limit, no permission) raises
-    :class:`CheckpointWriteError` naming ``path`` and the system's reason; the previous file at
-    ``path`` is kept and the temporary file removed."""
+    """``torch.save(obj)`` to ``path`` through :func:`~taid_car.atomic_write.write_atomically`
+    (a temporary file beside it, fsync, ``os.replace``). A failed write (no space left, a
+    file-size limit, no permission) raises :class:`CheckpointWriteError` naming ``path`` and the
+    system's reason; the previous file at ``path`` is kept and the temporary file removed."""
+    writers: list[_RecordingWriter] = []
+
+    def write(handle) -> None:
+        writers.append(_RecordingWriter(handle))
+        torch.save(obj, writers[-1])
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+        write_atomically(path, write)
     except OSError as err:
         raise _write_error(path, err) from err
-    handle = _RecordingWriter(os.fdopen(fd, "wb"))
-    try:
-        try:
-            with handle:
-                torch.save(obj, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except OSError as err:
-            raise _write_error(path, err) from err
-        except RuntimeError as err:  # torch's writer hides the OS error under its own message
-            if handle.error is None:
-                raise
-            raise _write_error(path, handle.error) from err
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    except RuntimeError as err:  # torch's writer hides the OS error under its own message
+        if not writers or writers[-1].error is None:
+            raise
+        raise _write_error(path, writers[-1].error) from err
 
 
 def _write_error(path: Path, err: OSError) -> CheckpointWriteError:
@@ -122,17 +111,6 @@ class _RecordingWriter:
     def __getattr__(self, name):
         return getattr(self._handle, name)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        try:
-            self._handle.close()
-        except OSError as err:
-            if exc[0] is None:
-                raise
-            self.error = self.error or err
-
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Delete the temporary files killed saves left in ``folder`` (``.<name>.*.tmp``) and log
@@ -144,19 +122,6 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
         log.info("removed %d temporary file(s) left by interrupted saves in %s: %s",
                  len(stale), folder, ", ".join(p.name for p in stale))
     return stale
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def unreadable_reason(path: Path) -> str | None:
