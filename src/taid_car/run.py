@@ -30,7 +30,7 @@ from taid_car.models.checkpoints import CheckpointError
 from taid_car.models.pair import build_pair, pair_parameter_counts
 from taid_car.models.rescaler import Rescaler
 from taid_car.models.trained import init_upscaler_from, method_name, read_run_checkpoint
-from taid_car.rundir import held_run_dir, is_secondary_rank
+from taid_car.rundir import held_run_dir, is_secondary_rank, runs_this_sweep_job
 from taid_car.scoring.report import columns_for, markdown_table, print_results, write_results
 from taid_car.scoring.tasks import Task, task_of
 from taid_car.settings import check_settings
@@ -189,6 +189,7 @@ def fit_and_test(cfg: DictConfig) -> dict:
     trainer: L.Trainer = instantiate(
         cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()]
     )
+    refuse_other_world_size(trainer)
     params = pair_parameter_counts(model.downscaler, model.upscaler)
     for logger in trainer.loggers:
         logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "params": params})
@@ -211,18 +212,33 @@ def fit_and_test(cfg: DictConfig) -> dict:
             "train_seconds": train_seconds}
 
 
+def refuse_other_world_size(trainer: L.Trainer) -> None:
+    """A sweep's DDP ranks stay joined from job to job (:func:`~taid_car.rundir.runs_this_sweep_job`):
+    a later job on another number of processes is refused with one line, on every rank alike."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() != trainer.world_size:
+        raise ConfigError(
+            f"trainer: this job runs {trainer.world_size} process(es), but an earlier job of this sweep "
+            f"started {dist.get_world_size()} DDP ranks; sweep DDP and other trainer settings in separate sweeps")
+
+
 def pretrain_upscaler(cfg: DictConfig) -> Path:
     """Train bicubic + the upscaler for ``model.pretrain_steps`` into ``<run>/pretrain`` (reused when its
-    ``last.ckpt`` exists, as on a resume) and point ``cfg.upscaler.init_from`` at it."""
+    ``last.ckpt`` exists, as on a resume) and point ``cfg.upscaler.init_from`` at it.
+
+    Under DDP every rank takes the same path: each looks for ``last.ckpt`` before the pretraining
+    fit, and rank 0 can write it only inside that fit, which needs every rank."""
     pre = pretrain_config(cfg)
     ckpt = Path(pre.output_dir) / "checkpoints" / "last.ckpt"
+    say = log.info if not is_secondary_rank() else lambda *args: None
     if ckpt.is_file():
-        log.info("reusing the pretrained upscaler %s", ckpt)
+        say("reusing the pretrained upscaler %s", ckpt)
     else:
-        log.info("pretraining the upscaler on bicubic LR for %d steps (model.pretrain_steps)", pretrain_steps(cfg))
+        say("pretraining the upscaler on bicubic LR for %d steps (model.pretrain_steps)", pretrain_steps(cfg))
         trainer = fit_and_test(pre)["trainer"]
-        if not ckpt.is_file():  # fast_dev_run saves no checkpoints
-            trainer.save_checkpoint(ckpt)
+        if not trainer.strategy.broadcast(ckpt.is_file()):  # fast_dev_run saves none; rank 0's file decides
+            trainer.save_checkpoint(ckpt)  # collective: every rank calls it, rank 0 writes
     with open_dict(cfg):
         cfg.upscaler.init_from = str(ckpt)
     return ckpt
@@ -261,24 +277,36 @@ def configured_task(cfg: DictConfig) -> Task:
 
 
 def _train(cfg: DictConfig, multirun: bool, task: Task) -> dict:
-    refuse_foreign_run_dir(cfg)
+    """Each phase (pretraining, the run, its baseline, each test) is a fit or test of its own that
+    every DDP rank runs, in the same order on the same decisions (the test results are reduced
+    across ranks, so each rank holds the same); only rank 0 writes files and prints."""
+    if not runs_this_sweep_job():  # a DDP rank's copy of a sweep job its rank 0 ran alone
+        return {"metrics": {}, "results": [], "model": None, "trainer": None, "summary": None,
+                "train_seconds": 0.0, "baseline": None}
+    if not is_secondary_rank():  # rank 0's check: the other ranks share its directory
+        refuse_foreign_run_dir(cfg)
     if pretrain_steps(cfg) > 0:
         pretrain_upscaler(cfg)
     outcome = fit_and_test(cfg)
     outcome["baseline"] = None
     trainer, results = outcome["trainer"], outcome["results"]
-    if not results or not trainer.is_global_zero:
+    if not results:
         return outcome
     out_dir = Path(cfg.output_dir)
     title = task.table_title.format(method=method_name(cfg), scale=cfg.scale)
     if not wants_baseline(cfg, multirun):
-        print_results(results, title=title)
-        log.info("results written to %s", out_dir / "results.md")
+        if trainer.is_global_zero:
+            print_results(results, title=title)
+            log.info("results written to %s", out_dir / "results.md")
         return outcome
 
-    log.info("training the baseline: %s + the same upscaler, same schedule (baseline=false skips it)", baseline_model(cfg))
+    if trainer.is_global_zero:
+        log.info("training the baseline: %s + the same upscaler, same schedule (baseline=false skips it)",
+                 baseline_model(cfg))
     base = fit_and_test(baseline_config(cfg))
     outcome["baseline"] = base["results"]
+    if not trainer.is_global_zero:
+        return outcome
     lines = gain_lines(results, base["results"], steps=trainer.global_step, fast_dev_run=bool(trainer.fast_dev_run))
     summary = {**outcome["summary"], "baseline": {
         "method": base["summary"]["method"], "train_seconds": base["summary"]["train_seconds"],

@@ -5,7 +5,8 @@ that takes it before Hydra writes anything there.
 holder's PID inside). A second process asking for the same directory gets :class:`RunDirInUse`
 at once; a directory that cannot be written gets :class:`RunDirError`. The lock goes with the
 process (killed, crashed or done), so nothing stale is ever left to clear by hand. Only the
-main process takes it: DDP/SLURM ranks other than 0 share their rank 0's directory.
+main process takes it: DDP/SLURM ranks other than 0 share their rank 0's directory, and in a
+sweep they step through the same jobs (:func:`runs_this_sweep_job`).
 
 :class:`RunDirGuard` (``hydra.callbacks`` in ``conf/config.yaml``) takes the lock at
 ``on_run_start``, before Hydra writes ``.hydra/`` and ``run.log`` (so a refused run overwrites
@@ -48,6 +49,33 @@ def is_secondary_rank() -> bool:
         if value not in (None, "", "0"):
             return True
     return False
+
+
+#: set by a sweep's main process at each job: the job number its DDP ranks would start at
+SWEEP_JOB_ENV = "TAID_CAR_SWEEP_JOB"
+
+
+def runs_this_sweep_job() -> bool:
+    """Whether this process runs the current job of a Hydra sweep (True outside sweeps).
+
+    Lightning starts the other DDP ranks at a job's first fit by re-running this command (the
+    ``sys.argv`` and environment of that moment), so each rank runs the same sweep in step with
+    the main process. The main process pins their ``hydra.sweep.dir`` to its own (``${now:}`` and
+    ``${run_id:}`` would differ in a new process) and passes the job's number: a secondary rank
+    skips (False) the jobs the main process ran before the ranks existed."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return True
+    hydra_cfg = HydraConfig.get()
+    if is_secondary_rank():
+        return int(hydra_cfg.job.num) >= int(os.environ.get(SWEEP_JOB_ENV) or 0)
+    pin = f'hydra.sweep.dir="{hydra_cfg.sweep.dir}"'
+    if pin not in sys.argv:
+        sys.argv.append(pin)
+    os.environ[SWEEP_JOB_ENV] = str(hydra_cfg.job.num)
+    return True
 
 
 def hold_run_dir(path: str | Path) -> bool:
@@ -149,14 +177,35 @@ class RunDirGuard(_HydraCallback):
             hold_run_dir(config.hydra.runtime.output_dir)
         except RunDirError as err:
             _refuse(err)
+        self._sweep_record(config)  # the sweep's own, before a DDP rank's sweep writes its copy
 
     def on_job_end(self, config, job_return=None, **kwargs) -> None:
         from hydra.types import RunMode
 
         if config.hydra.mode == RunMode.MULTIRUN:
             release_run_dir(config.hydra.runtime.output_dir)
+        record = self._sweep_record(config)
+        if record is not None and (not record[0].is_file() or record[0].read_bytes() != record[1]):
+            record[0].write_bytes(record[1])  # a DDP rank's sweep (its own overrides) wrote over it
+
+    _record: tuple[Path, bytes] | None = None
+
+    def _sweep_record(self, config) -> tuple[Path, bytes] | None:
+        """(``<sweep>/multirun.yaml``, its text as the main process wrote it) in a sweep's main
+        process; None elsewhere. The DDP ranks Lightning starts run the same sweep and rewrite
+        that file with their own launch overrides: the main process puts its own back."""
+        from hydra.types import RunMode
+
+        if config.hydra.mode != RunMode.MULTIRUN or is_secondary_rank():
+            return None
+        path = Path(config.hydra.sweep.dir) / "multirun.yaml"
+        if self._record is None and path.is_file():
+            self._record = (path, path.read_bytes())
+        return self._record
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        if is_secondary_rank():  # a DDP rank's copy of the sweep: rank 0 reports (and sets the exit status)
+            return
         sweep_dir = Path(config.hydra.sweep.dir)
         failed = failed_jobs(sweep_dir)
         jobs = sum(1 for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()) if sweep_dir.is_dir() else 0
