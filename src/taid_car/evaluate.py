@@ -18,20 +18,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from taid_car import signals
 from taid_car.config import CONFIG_DIR, check_scale
 from taid_car.data.sources import open_test_sets
-from taid_car.errors import ConfigError, UsageError, reported
+from taid_car.errors import ConfigError, UsageError, one_line, reported
 from taid_car.models.downscaler import crop_multiple
 from taid_car.models.pair import build_pair
 from taid_car.models.trained import load_pair, method_name
 from taid_car.scoring.benchmark import evaluate_set
-from taid_car.scoring.report import print_results, write_results
+from taid_car.scoring.report import print_results, read_json, write_results
 from taid_car.scoring.results import SetResult
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,7 @@ def _evaluate_checkpoint(cfg: DictConfig, device: torch.device) -> list[SetResul
         scaled.upscaler = run_cfg["upscaler"]
         sets = _sets_for(scaled, scaled_pair.downscaler, cfg.get("skip_small", False), scaled_pair.method)
         for set_name, dataset in sets.items():
+            signals.set_phase(f"scoring {scaled_pair.method} on {set_name} at x{scaled_pair.scale}")
             results.append(evaluate_set(scaled_pair.downscaler, scaled_pair.upscaler, dataset, scaled_pair.scale,
                                         set_name, scaled_pair.method, device, progress=cfg.progress))
     return results
@@ -143,6 +146,7 @@ def run_evaluation(cfg: DictConfig, overrides: Sequence[str] = ()) -> list[SetRe
         downscaler, upscaler = build_pair(scaled.model, scaled.upscaler)
         sets = _sets_for(scaled, downscaler, cfg.get("skip_small", False), method_name(scaled))
         for set_name, dataset in sets.items():
+            signals.set_phase(f"scoring {method_name(scaled)} on {set_name} at x{scale}")
             results.append(
                 evaluate_set(downscaler, upscaler, dataset, int(scale), set_name,
                              method_name(scaled), device, progress=cfg.progress)
@@ -150,16 +154,41 @@ def run_evaluation(cfg: DictConfig, overrides: Sequence[str] = ()) -> list[SetRe
     return results
 
 
+def with_earlier_results(results: list[SetResult], out_dir: str | Path) -> list[SetResult]:
+    """``add_results=true``: the rows already in ``out_dir/results.json`` followed by ``results``.
+    A row of the same method, scale and set as an earlier one, or a results.json that is not the
+    suite's, is a :class:`UsageError` naming them (nothing is written then)."""
+    path = Path(out_dir) / "results.json"
+    if not path.is_file():
+        return results
+    try:
+        earlier = [SetResult(**row) for row in read_json(path)]
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"add_results=true: {path} is not a results file of this suite ({one_line(err)}); "
+                         "give another hydra.run.dir") from None
+    key = lambda r: (r.method, r.scale, r.set_name)
+    seen = {key(r) for r in earlier}
+    clash = [r for r in results if key(r) in seen]
+    if clash:
+        shown = ", ".join(f"{r.method} x{r.scale} on {r.set_name}" for r in clash)
+        raise UsageError(f"add_results=true: {path} already holds {shown}; give another hydra.run.dir "
+                         "to keep both")
+    return [*earlier, *results]
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns the mean Y-PSNR over all rows (for sweeps)."""
-    with reported("taid_car.evaluate"):
+    """Hydra entry point; returns the mean Y-PSNR over all rows (for sweeps). SIGTERM / Ctrl-C
+    end it with one line and exit 143 / 130 (:mod:`taid_car.signals`), nothing written."""
+    with signals.handled("taid_car.evaluate", after="no results were written by it"), \
+            reported("taid_car.evaluate"):
         results = run_evaluation(cfg, list(HydraConfig.get().overrides.task))
-    if not results:
-        with reported("taid_car.evaluate"):
+        if not results:
             raise UsageError("nothing was scored: no test image is large enough for the factors asked for")
-    out_dir = HydraConfig.get().runtime.output_dir
-    paths = write_results(results, out_dir)
+        out_dir = HydraConfig.get().runtime.output_dir
+        rows = with_earlier_results(results, out_dir) if cfg.get("add_results") else results
+        signals.set_phase("writing the results")
+        paths = write_results(rows, out_dir)
     print_results(results, title=f"{results[0].method} (Y channel, border = scale)")
     log.info("results written to %s", paths["md"])
     return sum(r.psnr_y for r in results) / len(results)

@@ -23,6 +23,7 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from taid_car import signals
 from taid_car.atomic_write import write_atomically
 from taid_car.config import CONFIG_DIR, check_scale
 from taid_car.errors import ConfigError, one_line, reported
@@ -30,7 +31,7 @@ from taid_car.models.checkpoints import CheckpointError
 from taid_car.models.pair import build_pair, pair_parameter_counts
 from taid_car.models.rescaler import Rescaler
 from taid_car.models.trained import init_upscaler_from, method_name, read_run_checkpoint
-from taid_car.rundir import held_run_dir, is_secondary_rank, runs_this_sweep_job
+from taid_car.rundir import held_run_dir, is_secondary_rank, refuse_held_results, runs_this_sweep_job
 from taid_car.scoring.report import columns_for, markdown_table, print_results, write_results
 from taid_car.scoring.tasks import Task, task_of
 from taid_car.settings import check_settings
@@ -43,7 +44,9 @@ from taid_car.training.baseline import (
     pretrain_steps,
     wants_baseline,
 )
+from taid_car.training.callbacks import resume_command
 from taid_car.training.checkpoints import AtomicCheckpointIO, latest_checkpoint, remove_stale_temporaries
+from taid_car.training.loggers import prepare_wandb_folders
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +92,8 @@ def prepare_resume(cfg: DictConfig) -> None:
     ``checkpoints/``): read it (``weights_only=True``; one clear error when it is not a
     checkpoint of this suite), refuse a checkpoint of another configuration with a message naming
     both, and log into the W&B run it recorded when it is this run directory's own. A checkpoint
-    from elsewhere starts a new run from its state: a new W&B run, with ``resumed_from`` naming
-    the source in its config."""
+    written by another run directory (another run's, or this folder copied from another) starts a
+    new run from its state: a new W&B run, with ``resumed_from`` naming the source in its config."""
     if str(cfg.get("ckpt_path") or "") == "last":
         with open_dict(cfg):
             cfg.ckpt_path = str(latest_checkpoint(Path(cfg.output_dir) / "checkpoints"))
@@ -100,7 +103,7 @@ def prepare_resume(cfg: DictConfig) -> None:
     mismatch = config_mismatch(theirs, OmegaConf.to_container(cfg, resolve=True))
     if mismatch:
         raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: {mismatch}")
-    if not is_inside(cfg.ckpt_path, cfg.output_dir):
+    if not written_here(checkpoint, cfg.ckpt_path, cfg.output_dir):
         with open_dict(cfg):
             cfg.resumed_from = str(Path(cfg.ckpt_path).resolve())
         log.info("starting a new run in %s from %s (a new W&B run)", cfg.output_dir, cfg.ckpt_path)
@@ -110,6 +113,16 @@ def prepare_resume(cfg: DictConfig) -> None:
     if wandb_cfg is not None and not wandb_cfg.get("id") and run_id:
         with open_dict(cfg):
             wandb_cfg.id, wandb_cfg.resume = run_id, "allow"
+
+
+def written_here(checkpoint: dict, path: str | Path, run_dir: str | Path) -> bool:
+    """Whether ``checkpoint`` (read from ``path``) was written by the run in ``run_dir``: the run
+    directory it records (``taid_car_run_dir``) is this one. Checkpoints older than that record
+    count as this run's when they lie inside ``run_dir``."""
+    recorded = checkpoint.get("taid_car_run_dir")
+    if recorded:
+        return Path(recorded).resolve() == Path(run_dir).resolve()
+    return is_inside(path, run_dir)
 
 
 def is_inside(path: str | Path, folder: str | Path) -> bool:
@@ -150,12 +163,18 @@ def config_mismatch(theirs: dict, ours: dict) -> str | None:
 
 
 def log_results_table(trainer: L.Trainer, results: list) -> None:
-    """The test results as a W&B table (``test/results``) when a WandbLogger is attached."""
+    """The test results as a W&B table (``test/results``) when a WandbLogger is attached; a
+    failure there (W&B cannot stage the table's files, ...) is a warning: the results files are
+    written before it."""
     columns = [c.key for c in columns_for([r.as_row() for r in results])]
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_table(key="test/results", columns=columns,
-                             data=[[r.as_row()[c] for c in columns] for r in results])
+            try:
+                logger.log_table(key="test/results", columns=columns,
+                                 data=[[r.as_row()[c] for c in columns] for r in results])
+            except Exception as err:  # noqa: BLE001 (a logger extra never costs the results)
+                log.warning("W&B could not log the results table (%s); the results files are written",
+                            one_line(err))
 
 
 def apply_seed(cfg: DictConfig) -> int | None:
@@ -174,9 +193,12 @@ def run_summary(cfg: DictConfig, params: dict, train_seconds: float, trainer: L.
     }
 
 
-def fit_and_test(cfg: DictConfig) -> dict:
+def fit_and_test(cfg: DictConfig, role: str = "") -> dict:
     """Fit, optionally test and write results files; returns ``{"metrics", "results", "model", "trainer", "summary",
-    "train_seconds"}`` (training wall clock, s, summed over the resumes of the run)."""
+    "train_seconds"}`` (training wall clock, s, summed over the resumes of the run). ``role`` names
+    the phase in a stop message ("the baseline"; the method's name by default). The results files
+    are written before any logger extra (W&B's table), whose failure costs a warning only."""
+    role = role or method_name(cfg)
     apply_seed(cfg)
     if not is_secondary_rank():  # the run directory is held: a temporary file there is a killed save's
         remove_stale_temporaries(Path(cfg.output_dir) / "checkpoints")
@@ -194,20 +216,25 @@ def fit_and_test(cfg: DictConfig) -> dict:
     for logger in trainer.loggers:
         logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "params": params})
 
+    signals.set_phase(f"training {role}")
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    signals.stop_if_signalled()  # a fit that reached its end while SIGTERM came in: no next phase
     train_seconds = model.train_seconds()  # resumed runs: the whole run's, not this process's
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     results, summary = [], None
     if cfg.get("test") and datamodule.test_set_names:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        signals.set_phase(f"testing {role}")
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)  # our table
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         results = model.test_results
-        log_results_table(trainer, results)
         summary = run_summary(cfg, params, train_seconds, trainer, metrics)
         if trainer.is_global_zero:
+            signals.set_phase(f"writing the results of {role}")
             write_results(results, cfg.output_dir, extra=summary)
+        log_results_table(trainer, results)
+        signals.stop_if_signalled()
     return {"metrics": metrics, "results": results, "model": model, "trainer": trainer, "summary": summary,
             "train_seconds": train_seconds}
 
@@ -236,7 +263,7 @@ def pretrain_upscaler(cfg: DictConfig) -> Path:
         say("reusing the pretrained upscaler %s", ckpt)
     else:
         say("pretraining the upscaler on bicubic LR for %d steps (model.pretrain_steps)", pretrain_steps(cfg))
-        trainer = fit_and_test(pre)["trainer"]
+        trainer = fit_and_test(pre, role="the pretraining of the upscaler")["trainer"]
         if not trainer.strategy.broadcast(ckpt.is_file()):  # fast_dev_run saves none; rank 0's file decides
             trainer.save_checkpoint(ckpt)  # collective: every rank calls it, rank 0 writes
     with open_dict(cfg):
@@ -246,15 +273,11 @@ def pretrain_upscaler(cfg: DictConfig) -> Path:
 
 def refuse_foreign_run_dir(cfg: DictConfig) -> None:
     """A run directory that already holds a run's results or checkpoints is used only to resume
-    it (``ckpt_path`` set); otherwise a clear error, so nothing of that run is overwritten."""
-    out = Path(cfg.output_dir)
-    found = [p.name for p in (out / "results.json", out / "run.json") if p.is_file()]
-    found += [f"checkpoints/{p.name}" for p in sorted((out / "checkpoints").glob("*.ckpt"))]
-    if found and not cfg.get("ckpt_path"):
-        raise FileExistsError(
-            f"{out} already holds a run ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''}): "
-            f"resume it with ckpt_path=last, or give another hydra.run.dir"
-        )
+    it (``ckpt_path`` set); otherwise a clear error, so nothing of that run is overwritten. The
+    command line checks this before Hydra writes there (:class:`~taid_car.rundir.RunDirGuard`);
+    this is the same check for runs started from Python."""
+    refuse_held_results(cfg.output_dir, allowed=bool(cfg.get("ckpt_path")), what="a run",
+                        remedy="resume it with ckpt_path=last")
 
 
 def train(cfg: DictConfig, multirun: bool = False) -> dict:
@@ -266,6 +289,8 @@ def train(cfg: DictConfig, multirun: bool = False) -> dict:
     task = configured_task(cfg)
     check_scale(cfg.get("scale"), minimum=task.min_scale)
     check_settings(cfg)  # every numeric setting, before anything is built
+    if "wandb" in (cfg.get("logger") or {}) and not is_secondary_rank():
+        prepare_wandb_folders(cfg.output_dir)  # says at start where W&B cannot write
     with held_run_dir(cfg.output_dir):  # a no-op when Hydra's RunDirGuard holds it already
         return _train(cfg, multirun, task)
 
@@ -303,7 +328,7 @@ def _train(cfg: DictConfig, multirun: bool, task: Task) -> dict:
     if trainer.is_global_zero:
         log.info("training the baseline: %s + the same upscaler, same schedule (baseline=false skips it)",
                  baseline_model(cfg))
-    base = fit_and_test(baseline_config(cfg))
+    base = fit_and_test(baseline_config(cfg), role="the baseline")
     outcome["baseline"] = base["results"]
     if not trainer.is_global_zero:
         return outcome
@@ -327,7 +352,11 @@ def _close_wandb(exit_code: int) -> None:
 
     if wandb.run is not None:
         run_dir = Path(wandb.run.dir).parent
-        wandb.finish(exit_code=exit_code)
+        try:
+            wandb.finish(exit_code=exit_code)
+        except Exception as err:  # noqa: BLE001 (the results are written before this)
+            log.warning("W&B could not close its run %s: %s", run_dir, one_line(err))
+            return
         mode = "offline: `wandb sync " + str(run_dir) + "` uploads it" if run_dir.name.startswith("offline") else "synced"
         log.info("W&B run %s (%s)", run_dir, mode)
 
@@ -351,10 +380,23 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers.
 
     In a multirun, a failing job is logged (traceback in its run.log and ``failed.txt``), its W&B
-    run is closed as failed, and the sweep goes on; a single run re-raises the error.
+    run is closed as failed, and the sweep goes on; a single run re-raises the error. SIGTERM and
+    Ctrl-C stop the run (and a sweep) with one line and exit 143 / 130 (:mod:`taid_car.signals`).
     """
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     quiet_third_party_output()
+    with signals.handled("taid_car.run", after=lambda: resume_hint(Path(cfg.output_dir))):
+        return _main(cfg, multirun)
+
+
+def resume_hint(run_dir: Path) -> str:
+    """What a stopped run leaves: the command that resumes it, or that there is nothing to resume."""
+    if any((run_dir / "checkpoints").glob("*.ckpt")):
+        return f"resume with: {resume_command(run_dir)}"
+    return "it had saved no checkpoint yet: run it again to start anew"
+
+
+def _main(cfg: DictConfig, multirun: bool) -> float | None:
     try:
         with reported("taid_car.run") if not multirun else contextlib.nullcontext():
             try:

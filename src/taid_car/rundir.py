@@ -148,8 +148,36 @@ def failed_jobs(sweep_dir: str | Path) -> list[tuple[Path, str]]:
     return found
 
 
-def _refuse(err: RunDirError) -> None:
-    print(f"taid_car.run: error: {err}", file=sys.stderr)
+#: files that show a directory holds a run's or an evaluation's results
+RESULT_FILES = ("results.json", "results.md", "results.csv", "run.json")
+
+
+class RunDirHoldsResults(RunDirError, FileExistsError):
+    """The run directory already holds another run's (or evaluation's) results or checkpoints."""
+
+
+def held_results(folder: str | Path) -> list[str]:
+    """What of a run ``folder`` already holds: its results files and ``checkpoints/*.ckpt``."""
+    out = Path(folder)
+    found = [name for name in RESULT_FILES if (out / name).is_file()]
+    found += [f"checkpoints/{p.name}" for p in sorted((out / "checkpoints").glob("*.ckpt"))]
+    return found
+
+
+def refuse_held_results(folder: str | Path, *, allowed: bool, what: str, remedy: str) -> list[str]:
+    """:class:`RunDirHoldsResults` when ``folder`` already holds results or checkpoints and they
+    may not be used (``allowed``: resuming that run, adding to those results); ``what`` names them
+    ("a run", "results") and ``remedy`` the option that allows it. Returns what it holds."""
+    found = held_results(folder)
+    if found and not allowed:
+        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise RunDirHoldsResults(f"{Path(folder)} already holds {what} ({shown}): {remedy}, "
+                                 f"or give another hydra.run.dir")
+    return found
+
+
+def _refuse(err: RunDirError, prog: str = "taid_car.run") -> None:
+    print(f"{prog}: error: {err}", file=sys.stderr)
     raise SystemExit(USAGE_EXIT)
 
 
@@ -160,14 +188,36 @@ except ImportError:  # pragma: no cover - Hydra is a dependency
 
 
 class RunDirGuard(_HydraCallback):
-    """Hydra callback: hold the run (or job) directory before Hydra writes into it; summarise
-    failed jobs at the end of a multirun (exit status 1 when any failed)."""
+    """Hydra callback: hold the run (or job) directory before Hydra writes into it, and refuse
+    one that already holds another run's results (``prog`` ``taid_car.run``: unless resuming it
+    with ``ckpt_path``; ``taid_car.evaluate``: unless ``add_results=true``, whose Hydra config then
+    goes to ``.hydra/added_<time>_<id>/`` beside the earlier one's); summarise failed jobs at the
+    end of a multirun (exit status 1 when any failed)."""
+
+    def __init__(self, prog: str = "taid_car.run") -> None:
+        self.prog = prog
 
     def on_run_start(self, config, **kwargs) -> None:
         try:
             hold_run_dir(config.hydra.run.dir)
+            if not is_secondary_rank():
+                self._check_results(config)
         except RunDirError as err:
-            _refuse(err)
+            _refuse(err, self.prog)
+
+    def _check_results(self, config) -> None:
+        folder = config.hydra.run.dir
+        if self.prog == "taid_car.evaluate":
+            adding = bool(config.get("add_results"))
+            if refuse_held_results(folder, allowed=adding, what="results",
+                                   remedy="add this evaluation's rows to them with add_results=true"):
+                from omegaconf import read_write
+
+                with read_write(config.hydra):  # keep the earlier evaluation's .hydra/ as it is
+                    config.hydra.output_subdir = f"{config.hydra.output_subdir or '.hydra'}/added_{_stamp()}"
+            return
+        refuse_held_results(folder, allowed=bool(config.get("ckpt_path")), what="a run",
+                            remedy="resume it with ckpt_path=last")
 
     def on_run_end(self, config, **kwargs) -> None:
         release_run_dir(config.hydra.run.dir)
@@ -176,7 +226,7 @@ class RunDirGuard(_HydraCallback):
         try:
             hold_run_dir(config.hydra.runtime.output_dir)
         except RunDirError as err:
-            _refuse(err)
+            _refuse(err, self.prog)
         self._sweep_record(config)  # the sweep's own, before a DDP rank's sweep writes its copy
 
     def on_job_end(self, config, job_return=None, **kwargs) -> None:
@@ -186,7 +236,9 @@ class RunDirGuard(_HydraCallback):
             release_run_dir(config.hydra.runtime.output_dir)
         record = self._sweep_record(config)
         if record is not None and (not record[0].is_file() or record[0].read_bytes() != record[1]):
-            record[0].write_bytes(record[1])  # a DDP rank's sweep (its own overrides) wrote over it
+            from taid_car.atomic_write import write_atomically
+
+            write_atomically(record[0], record[1])  # a DDP rank's sweep (its own overrides) wrote over it
 
     _record: tuple[Path, bytes] | None = None
 
@@ -217,3 +269,12 @@ class RunDirGuard(_HydraCallback):
         for folder, reason in failed:
             print(f"  {folder.name}: {reason}", file=sys.stderr)
         raise SystemExit(1)
+
+
+def _stamp() -> str:
+    """``<date>_<time>_<run id>``: a name no other process of this host takes at the same time."""
+    import time
+
+    from taid_car.config import run_id
+
+    return f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{run_id()}"

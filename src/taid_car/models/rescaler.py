@@ -27,6 +27,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -324,6 +325,8 @@ class Rescaler(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["taid_car_config"] = self.config
+        if (self.config or {}).get("output_dir"):  # which run wrote it: a copied run directory is another run
+            checkpoint["taid_car_run_dir"] = str(Path(self.config["output_dir"]).resolve())
         for logger in self.loggers:  # lets a resumed run continue the same W&B run
             if type(logger).__name__ == "WandbLogger":
                 checkpoint["taid_car_wandb_id"] = logger.version

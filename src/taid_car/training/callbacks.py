@@ -190,9 +190,17 @@ class SaveOnException(L.Callback):
             log.warning("could not save %s: %s", self.path, err)
             return
         if trainer.is_global_zero:
-            log.warning("%s at step %d: saved %s; resume with: %s",
-                        "interrupted" if isinstance(exception, KeyboardInterrupt) else "stopped by an error",
+            log.warning("%s at step %d: saved %s; resume with: %s", _stopped_by(exception),
                         trainer.global_step, self.path, resume_command(self.path.parent.parent))
+
+
+def _stopped_by(exception: BaseException) -> str:
+    """How a training stop is said: Ctrl-C, SIGTERM (Lightning's ``SIGTERMException``), or an error."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if isinstance(exception, KeyboardInterrupt):
+        return "interrupted"
+    return "stopped by SIGTERM" if isinstance(exception, SIGTERMException) else "stopped by an error"
 
 
 def resume_command(run_dir: Path) -> str:
