@@ -112,15 +112,62 @@ def test_sigterm_during_the_test_phase_exits_143_without_results(tmp_path):
     assert not (run_dir / "results.json").exists()  # a partial test is no result
 
 
+def _resume(run_dir: Path, args: list[str]) -> subprocess.CompletedProcess:
+    """Run the command the stop line gave (``resume with: python -m taid_car.run ...``)."""
+    assert args[:3] == ["python", "-m", "taid_car.run"], args
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run([sys.executable, *args[1:]], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**env, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}, check=False)
+
+
+def _step(path: Path) -> int:
+    return torch.load(path, map_location="cpu", weights_only=False)["global_step"]
+
+
 @pytest.mark.slow
-def test_sigterm_in_the_baseline_phase_keeps_the_methods_results(tmp_path):
+def test_sigterm_in_the_baseline_keeps_the_methods_results_and_the_resume_finishes_it(tmp_path):
     """``model=car``'s own results are written before its baseline starts; SIGTERM in the
-    baseline's training stops the command with 143, the method's results kept."""
+    baseline's training stops with 143, the method's results kept; the command the stop line
+    gives goes on with the baseline from its step 2 (not from scratch) and writes the gain."""
+    import shlex
+
     run_dir = tmp_path / "run"
     stopped = _signal_run(run_dir, "baseline:2", ["model=car", "scale=4", "data.lr_patch_size=8"])
     assert stopped.returncode == 143, stopped.stderr[-3000:]
-    assert "while training the baseline" in _last_line(stopped), stopped.stderr[-3000:]
+    line = _last_line(stopped)
+    assert "while training the baseline; resume with: python -m taid_car.run" in line, stopped.stderr[-3000:]
     assert (run_dir / "results.json").is_file() and (run_dir / "run.json").is_file()
+    assert _step(run_dir / "baseline" / "checkpoints" / "interrupted.ckpt") == 2
+    resumed = _resume(run_dir, shlex.split(line.split("resume with: ", 1)[1]))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "baseline" in (run_dir / "run.json").read_text()
+    assert _step(run_dir / "baseline" / "checkpoints" / "last.ckpt") == 6
+    said = resumed.stdout + resumed.stderr
+    assert f"ckpt_path=last: resuming from {run_dir / 'baseline' / 'checkpoints' / 'interrupted.ckpt'}" in said
+
+
+@pytest.mark.slow
+def test_a_pretraining_stopped_part_way_goes_on_and_is_never_taken_as_finished(tmp_path):
+    """SIGTERM at step 4 of a 6-step pretraining (its validation at step 3 wrote ``last.ckpt``):
+    the resume goes on to step 6 from the state of step 4 before the method starts (any
+    ``last.ckpt`` was taken as a finished pretraining)."""
+    import shlex
+
+    run_dir = tmp_path / "run"
+    stopped = _signal_run(run_dir, "fit:4", ["model=car", "scale=4", "data.lr_patch_size=8", "baseline=false",
+                                             "model.pretrain_steps=6", "test=false"])
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    line = _last_line(stopped)
+    assert "while training the pretraining of the upscaler; resume with:" in line, stopped.stderr[-3000:]
+    assert "ckpt_path=last" not in line  # the run's own checkpoints/ is empty: the same command goes on
+    assert _step(run_dir / "pretrain" / "checkpoints" / "last.ckpt") == 3
+    assert _step(run_dir / "pretrain" / "checkpoints" / "interrupted.ckpt") == 4
+    resumed = _resume(run_dir, shlex.split(line.split("resume with: ", 1)[1]))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    said = resumed.stdout + resumed.stderr
+    assert f"ckpt_path=last: resuming from {run_dir / 'pretrain' / 'checkpoints' / 'interrupted.ckpt'}" in said
+    assert _step(run_dir / "pretrain" / "checkpoints" / "last.ckpt") == 6
+    assert _step(run_dir / "checkpoints" / "last.ckpt") == 6
 
 
 @pytest.mark.slow

@@ -251,24 +251,37 @@ def refuse_other_world_size(trainer: L.Trainer) -> None:
 
 
 def pretrain_upscaler(cfg: DictConfig) -> Path:
-    """Train bicubic + the upscaler for ``model.pretrain_steps`` into ``<run>/pretrain`` (reused when its
-    ``last.ckpt`` exists, as on a resume) and point ``cfg.upscaler.init_from`` at it.
+    """Train bicubic + the upscaler for ``model.pretrain_steps`` into ``<run>/pretrain`` and point
+    ``cfg.upscaler.init_from`` at its ``last.ckpt``, which holds the final state. On a resume a
+    finished pretraining is reused, and one that was stopped part-way goes on from its newest
+    checkpoint (:func:`~taid_car.training.baseline.bicubic_counterpart`), never taken as finished.
 
-    Under DDP every rank takes the same path: each looks for ``last.ckpt`` before the pretraining
-    fit, and rank 0 can write it only inside that fit, which needs every rank."""
+    Under DDP every rank takes the same path: each reads ``last.ckpt`` before the pretraining
+    fit, and rank 0 can write it only inside that fit or the collective save after it."""
     pre = pretrain_config(cfg)
     ckpt = Path(pre.output_dir) / "checkpoints" / "last.ckpt"
     say = log.info if not is_secondary_rank() else lambda *args: None
-    if ckpt.is_file():
+    if finished_training(ckpt, pretrain_steps(cfg)):
         say("reusing the pretrained upscaler %s", ckpt)
     else:
-        say("pretraining the upscaler on bicubic LR for %d steps (model.pretrain_steps)", pretrain_steps(cfg))
+        say("pretraining the upscaler on bicubic LR for %d steps (model.pretrain_steps)%s", pretrain_steps(cfg),
+            ", going on from its checkpoint" if pre.get("ckpt_path") else "")
         trainer = fit_and_test(pre, role="the pretraining of the upscaler")["trainer"]
-        if not trainer.strategy.broadcast(ckpt.is_file()):  # fast_dev_run saves none; rank 0's file decides
-            trainer.save_checkpoint(ckpt)  # collective: every rank calls it, rank 0 writes
+        trainer.save_checkpoint(ckpt)  # collective: every rank calls it, rank 0 writes the final state
     with open_dict(cfg):
         cfg.upscaler.init_from = str(ckpt)
     return ckpt
+
+
+def finished_training(ckpt: Path, steps: int) -> bool:
+    """Whether ``ckpt`` is a readable checkpoint of a training that reached ``steps``."""
+    if not ckpt.is_file():
+        return False
+    try:
+        checkpoint, _ = read_run_checkpoint(ckpt)
+    except CheckpointError:
+        return False
+    return int(checkpoint.get("global_step", 0)) >= steps
 
 
 def refuse_foreign_run_dir(cfg: DictConfig) -> None:
@@ -390,10 +403,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def resume_hint(run_dir: Path) -> str:
-    """What a stopped run leaves: the command that resumes it, or that there is nothing to resume."""
-    if any((run_dir / "checkpoints").glob("*.ckpt")):
-        return f"resume with: {resume_command(run_dir)}"
-    return "it had saved no checkpoint yet: run it again to start anew"
+    """How to go on with a stopped run (:func:`~taid_car.training.callbacks.resume_command`)."""
+    return f"resume with: {resume_command(run_dir)}"
 
 
 def _main(cfg: DictConfig, multirun: bool) -> float | None:

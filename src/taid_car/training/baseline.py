@@ -108,7 +108,9 @@ def bicubic_counterpart(cfg: DictConfig, subdir: str) -> DictConfig:
     """``cfg`` with the bicubic downscaler, into ``<run>/<subdir>``, everything else the same.
 
     The HR crop multiple of the learned run (e.g. 8 for CAR) is kept, so both are scored on the
-    same pixels; loggers are reduced to CSV (one W&B run per command).
+    same pixels; loggers are reduced to CSV (one W&B run per command). When ``<run>/<subdir>``
+    already holds checkpoints (an earlier process of this run was stopped in that phase), it goes
+    on from the newest (``ckpt_path=last``) instead of starting over.
     """
     base = cfg.copy()
     model = OmegaConf.load(Path(CONFIG_DIR, "model", f"{baseline_model(cfg)}.yaml"))
@@ -122,7 +124,7 @@ def bicubic_counterpart(cfg: DictConfig, subdir: str) -> DictConfig:
         base.data.modcrop = learned_crop_multiple(cfg)
         base.output_dir = str(Path(cfg.output_dir) / subdir)
         base.baseline = False
-        base.ckpt_path = None
+        base.ckpt_path = "last" if any((Path(base.output_dir) / "checkpoints").glob("*.ckpt")) else None
         base.logger = {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger",
                                "save_dir": "${output_dir}", "name": "csv"}}
     return base

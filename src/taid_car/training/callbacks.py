@@ -191,7 +191,7 @@ class SaveOnException(L.Callback):
             return
         if trainer.is_global_zero:
             log.warning("%s at step %d: saved %s; resume with: %s", _stopped_by(exception),
-                        trainer.global_step, self.path, resume_command(self.path.parent.parent))
+                        trainer.global_step, self.path, resume_command(command_run_dir(self.path.parent.parent)))
 
 
 def _stopped_by(exception: BaseException) -> str:
@@ -204,12 +204,23 @@ def _stopped_by(exception: BaseException) -> str:
 
 
 def resume_command(run_dir: Path) -> str:
-    """The command line that resumes the run in ``run_dir`` with this run's overrides."""
+    """The command line that resumes the run in ``run_dir`` (the command's run directory, not a
+    phase's ``pretrain/`` or ``baseline/``) with this run's overrides: ``ckpt_path=last`` when its
+    own ``checkpoints/`` holds one; without, the same command in the same directory, whose
+    pretraining or baseline goes on from the checkpoints it left."""
     from hydra.core.hydra_config import HydraConfig
 
     overrides = []
     if HydraConfig.initialized():  # outside Hydra: the bare command
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
+    if any((Path(run_dir) / "checkpoints").glob("*.ckpt")):
+        overrides.append("ckpt_path=last")
     quoted = " ".join(shlex.quote(o) for o in overrides)
-    return (f"python -m taid_car.run {quoted}{' ' if quoted else ''}ckpt_path=last "
-            f"hydra.run.dir={shlex.quote(str(run_dir))}")
+    return f"python -m taid_car.run {quoted}{' ' if quoted else ''}hydra.run.dir={shlex.quote(str(run_dir))}"
+
+
+def command_run_dir(fallback: Path) -> Path:
+    """The run directory of the command (Hydra's), ``fallback`` outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(fallback)
