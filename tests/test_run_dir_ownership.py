@@ -141,3 +141,19 @@ def test_a_copied_run_directory_starts_a_new_wandb_run(tmp_path):
     prepare_resume(cfg)
     assert cfg.logger.wandb.id is None
     assert cfg.resumed_from == str((copy / "checkpoints" / "last.ckpt").resolve())
+
+
+def test_ckpt_path_auto_starts_a_fresh_run_and_resumes_a_saved_one(tmp_path):
+    """``ckpt_path=auto`` (for jobs a scheduler requeues with the same command): no checkpoint in
+    the run's ``checkpoints/`` yet, the run starts; one there, it resumes from it, as ``last``."""
+    from taid_car.run import prepare_resume
+
+    run_dir = tmp_path / "run"
+    cfg = compose_run(["model=bicubic", "scale=2", "ckpt_path=auto"], run_dir)
+    prepare_resume(cfg)
+    assert cfg.ckpt_path is None
+
+    saved = _checkpoint_from(run_dir, tmp_path)
+    cfg = compose_run(["model=bicubic", "scale=2", "ckpt_path=auto"], run_dir)
+    prepare_resume(cfg)
+    assert cfg.ckpt_path == str(saved) and cfg.logger.wandb.id == "abc123"

@@ -89,14 +89,20 @@ def _instantiate_dict(group: DictConfig | None) -> list:
 
 def prepare_resume(cfg: DictConfig) -> None:
     """Before resuming from ``ckpt_path`` (``last``: the newest readable one in the run's
-    ``checkpoints/``): read it (``weights_only=True``; one clear error when it is not a
+    ``checkpoints/``; ``auto``: the same when that folder holds any, else a fresh start): read it (``weights_only=True``; one clear error when it is not a
     checkpoint of this suite), refuse a checkpoint of another configuration with a message naming
     both, and log into the W&B run it recorded when it is this run directory's own. A checkpoint
     written by another run directory (another run's, or this folder copied from another) starts a
     new run from its state: a new W&B run, with ``resumed_from`` naming the source in its config."""
+    folder = Path(cfg.output_dir) / "checkpoints"
+    if str(cfg.get("ckpt_path") or "") == "auto":  # a requeued job: resume if this run saved anything
+        with open_dict(cfg):
+            cfg.ckpt_path = "last" if any(folder.glob("*.ckpt")) else None
+        if cfg.ckpt_path is None:
+            log.info("ckpt_path=auto: no checkpoint in %s yet; starting the run", folder)
     if str(cfg.get("ckpt_path") or "") == "last":
         with open_dict(cfg):
-            cfg.ckpt_path = str(latest_checkpoint(Path(cfg.output_dir) / "checkpoints"))
+            cfg.ckpt_path = str(latest_checkpoint(folder))
     if not cfg.get("ckpt_path"):
         return
     checkpoint, theirs = read_run_checkpoint(cfg.ckpt_path)
@@ -386,6 +392,9 @@ def quiet_third_party_output() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     # the training sampler resumes mid-epoch by itself (taid_car.data.sampling): Lightning cannot see that
     warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
+    # set scores are gathered across DDP ranks before they are logged (every image scored once), so
+    # each rank logs the same exact mean: Lightning's advice to average them again does not apply
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(val|test)/.*sync_dist=True")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
