@@ -139,3 +139,13 @@ class _ToyInverse(torch.nn.Module):
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         up = (lr - self.down.bias) / self.down.gain
         return torch.nn.functional.interpolate(up, scale_factor=self.scale, mode="nearest")
+
+
+def bicubic_checkpoint(folder: Path) -> Path:
+    """Bicubic & Bicubic x2 saved in ``folder`` as ``taid_car.run`` saves checkpoints (no weights)."""
+    from omegaconf import OmegaConf
+
+    cfg = compose_run(["model=bicubic", "upscaler=bicubic", "scale=2"], folder)
+    path = folder / "bicubic.ckpt"
+    torch.save({"taid_car_config": OmegaConf.to_container(cfg, resolve=True), "state_dict": {}}, path)
+    return path

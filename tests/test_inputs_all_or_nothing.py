@@ -12,11 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from omegaconf import OmegaConf
 from PIL import Image, ImageOps
 
-from helpers import compose_evaluate, compose_run
+from helpers import bicubic_checkpoint, compose_evaluate
 from taid_car.data import io as image_io
 from taid_car.data.datamodule import RescaleDataModule, split_holdout
 from taid_car.data.datasets import BenchmarkDataset, TrainPatchDataset
@@ -258,11 +256,7 @@ def test_a_png_without_exif_is_read_bit_identically_as_stored(tmp_path, fresh_no
 @pytest.fixture(scope="module")
 def bicubic_ckpt(tmp_path_factory) -> Path:
     """Bicubic & Bicubic x2 saved as ``taid_car.run`` saves checkpoints (no weights to train)."""
-    out = tmp_path_factory.mktemp("bicubic_run")
-    cfg = compose_run(["model=bicubic", "upscaler=bicubic", "scale=2"], out)
-    path = out / "bicubic.ckpt"
-    torch.save({"taid_car_config": OmegaConf.to_container(cfg, resolve=True), "state_dict": {}}, path)
-    return path
+    return bicubic_checkpoint(tmp_path_factory.mktemp("bicubic_run"))
 
 
 def test_rescale_names_a_dangling_link_as_a_failed_file(bicubic_ckpt, tmp_path, caplog):

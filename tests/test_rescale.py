@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from helpers import compose_run
+from helpers import bicubic_checkpoint, compose_run
 from taid_car.data.io import modcrop, read_image
 from taid_car.models.downscaler import crop_multiple
 from taid_car.models.quantize import quantize_8bit
@@ -55,11 +55,7 @@ def taid_ckpt(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def bicubic_ckpt(tmp_path_factory) -> Path:
     """Bicubic & Bicubic x2 saved as ``taid_car.run`` saves checkpoints (no weights to train)."""
-    out = tmp_path_factory.mktemp("bicubic_run")
-    cfg = compose_run(["model=bicubic", "upscaler=bicubic", "scale=2"], out)
-    path = out / "bicubic.ckpt"
-    torch.save({"taid_car_config": OmegaConf.to_container(cfg, resolve=True), "state_dict": {}}, path)
-    return path
+    return bicubic_checkpoint(tmp_path_factory.mktemp("bicubic_run"))
 
 
 def _pattern(h: int, w: int, phase: float) -> np.ndarray:

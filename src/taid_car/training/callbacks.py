@@ -220,7 +220,10 @@ def resume_command(run_dir: Path) -> str:
 
 
 def command_run_dir(fallback: Path) -> Path:
-    """The run directory of the command (Hydra's), ``fallback`` outside Hydra."""
+    """The run directory of the command (Hydra's), ``fallback`` outside a Hydra run."""
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
-    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(fallback)
+    found = OmegaConf.select(HydraConfig.get(), "runtime.output_dir", default=None, throw_on_missing=False) \
+        if HydraConfig.initialized() else None
+    return Path(found) if found else Path(fallback)
