@@ -141,19 +141,19 @@ def test_roundtrip_scores_and_jpeg_lowers_psnr(taid_ckpt, images, tmp_path, caps
     base = ["roundtrip", "--ckpt", str(taid_ckpt), "--input", str(images), *COMMON]
     assert main([*base, "--output", str(clean)]) == 0
     assert "taid & edsr_tiny x2 round trip" in capsys.readouterr().out
-    assert main([*base, "--output", str(jpeg), "--jpeg-quality", "10"]) == 0
+    assert main([*base, "--output", str(jpeg), "--channel", "jpeg", "--quality", "10"]) == 0
     table = (clean / "roundtrip.md").read_text()
     assert "| a.png | 40x56 |" in table and "| b.png | 32x46 |" in table and "| mean | 2 images |" in table
     no_jpeg, with_jpeg = _read_csv(clean / "roundtrip.csv"), _read_csv(jpeg / "roundtrip.csv")
-    assert set(no_jpeg) == {"a.png", "b.png", "mean"}
+    assert set(no_jpeg) == set(with_jpeg) == {"a.png", "b.png", "mean"}
     assert no_jpeg["b.png"]["size"] == "32x46"
-    for image in ("a.png", "b.png", "mean"):
-        assert float(with_jpeg[image]["psnr_y"]) == pytest.approx(float(no_jpeg[image]["psnr_y"]))
-    mean = {k: float(v) for k, v in with_jpeg["mean"].items() if k not in ("image", "size")}
-    assert mean["jpeg_psnr_y"] != mean["psnr_y"]  # JPEG changed what the upscaler saw
-    assert mean["bicubic_jpeg_psnr_y"] < mean["bicubic_psnr_y"] - 3  # quality 10 costs dB
-    assert mean["jpeg_bpp"] > 0 and mean["bicubic_jpeg_bpp"] > 0
-    assert "JPEG quality 10 on the LR costs taid & edsr_tiny" in (jpeg / "roundtrip.md").read_text()
+    assert set(with_jpeg["mean"]) == set(no_jpeg["mean"])  # the same columns: the one score table
+    clean_mean, mean = ({k: float(v) for k, v in rows["mean"].items() if k not in ("image", "size")}
+                        for rows in (no_jpeg, with_jpeg))
+    assert mean["psnr_y"] != clean_mean["psnr_y"]  # JPEG changed what the upscaler saw
+    assert mean["bicubic_psnr_y"] < clean_mean["bicubic_psnr_y"] - 3  # quality 10 costs dB
+    assert 0 < mean["bpp"] < clean_mean["bpp"] and 0 < mean["bicubic_bpp"] < clean_mean["bicubic_bpp"]
+    assert "LR through jpeg q10 4:2:0" in (jpeg / "roundtrip.md").read_text()
 
 
 def test_bicubic_pair_matches_the_bicubic_reference(bicubic_ckpt, images, tmp_path):
@@ -166,17 +166,17 @@ def test_bicubic_pair_matches_the_bicubic_reference(bicubic_ckpt, images, tmp_pa
         str(images),
         "--output",
         str(out),
-        "--jpeg-quality",
-        "10",
         *COMMON,
     ]
     assert main(argv) == 0
-    rows = _read_csv(out / "roundtrip.csv")
-    assert float(rows["mean"]["jpeg_psnr_y"]) < float(rows["mean"]["psnr_y"]) - 3
-    for row in rows.values():
+    for row in _read_csv(out / "roundtrip.csv").values():
         assert row["psnr_y"] == row["bicubic_psnr_y"] and row["ssim_y"] == row["bicubic_ssim_y"]
-        assert row["jpeg_psnr_y"] == row["bicubic_jpeg_psnr_y"] and row["jpeg_bpp"] == row["bicubic_jpeg_bpp"]
+        assert row["bpp"] == row["bicubic_bpp"]
         assert math.isinf(float(row["lr_psnr_y"]))  # the LR is the bicubic LR
+    assert main([*argv, "--overwrite", "--channel", "jpeg", "--quality", "10"]) == 0
+    for row in _read_csv(out / "roundtrip.csv").values():  # the same channel for both pairs
+        assert row["psnr_y"] == row["bicubic_psnr_y"] and row["bpp"] == row["bicubic_bpp"]
+        assert math.isfinite(float(row["lr_psnr_y"]))  # the stored LR is the bicubic LR after JPEG
     assert cli("downscale", bicubic_ckpt, images, lr_dir) == 0
     with Image.open(lr_dir / "b.png") as gray, Image.open(lr_dir / "a.png") as rgb:
         assert (gray.mode, rgb.mode) == ("L", "RGB")  # a gray source keeps a gray LR file
@@ -243,18 +243,10 @@ def test_clear_errors_for_checkpoint_and_input(bicubic_ckpt, images, tmp_path, c
     Image.open(images / "a.png").save(images / "a.jpg")
     assert cli("downscale", bicubic_ckpt, images, tmp_path / "o") == 2
     assert "same output file (same stem): a.jpg, a.png" in caplog.text
-    with pytest.raises(SystemExit):
-        main(
-            [
-                "roundtrip",
-                "--ckpt",
-                str(bicubic_ckpt),
-                "--input",
-                str(images),
-                "--jpeg-quality",
-                "0",
-            ]
-        )
+    caplog.clear()
+    assert main(["roundtrip", "--ckpt", str(bicubic_ckpt), "--input", str(images), "--channel", "jpeg",
+                 "--quality", "0"]) == 2
+    assert "channel.quality=0" in caplog.text
 
 
 def test_upscale_refuses_lr_files_made_at_another_scale(tmp_path, images, caplog):

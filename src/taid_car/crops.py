@@ -98,7 +98,8 @@ def render(hr: torch.Tensor, is_gray: bool, scale: int, pairs: Sequence[TrainedP
     reference = score_sr(bicubic_sr, hr, scale, torch.tensor([is_gray]))["psnr_y"]
     renditions = [Rendition(REFERENCE, bicubic_lr, bicubic_sr.clamp(0, 1), float(reference), math.inf)]
     for pair in pairs:
-        out = rescale_and_score(pair.downscaler, pair.upscaler, hr, scale, is_gray, reference=False)
+        out = rescale_and_score(pair.downscaler, pair.upscaler, hr, scale, is_gray, reference=False,
+                                channel=pair.channel)  # the LR as its checkpoint's channel stores it
         renditions.append(Rendition(pair.method, out.lr, out.sr.clamp(0, 1),
                                     float(out.scores["psnr_y"]), float(out.scores["lr_psnr_y"])))
     return renditions

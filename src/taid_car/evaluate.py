@@ -11,6 +11,14 @@ its kernel net's stride at every level), are left out, listed in a warning (``sk
 default; ``skip_small=false`` makes the first one an error naming it), and the table's Images
 column says how many were scored. A bad ``scale``/``scales`` is named by the key that was typed.
 
+The LR channel (:mod:`taid_car.channel`): every pair and its Bicubic & Bicubic reference are
+scored with the LR stored through it (Pillow's real codecs), one row per channel and set with its
+rate (bits per LR pixel). ``channel=jpeg channel.quality=50`` scores through that channel;
+``'channel.test_qualities=[30,50,70,80,90]'`` through each of those qualities instead (JPEG ones
+for png), all in one command. A checkpoint is evaluated through its own training channel (a
+training range: its middle quality) unless the command names ``channel=...``; ``channel.<key>=...``
+alone changes that key of the checkpoint's own channel.
+
 Results (results.md / .csv / .json with per-image scores) go to the Hydra run directory.
 """
 
@@ -26,13 +34,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from taid_car import signals
+from taid_car.channel import LRChannel, channel_label, scoring_channels
 from taid_car.config import CONFIG_DIR, check_scale
 from taid_car.data.sources import open_test_sets
 from taid_car.errors import ConfigError, UsageError, one_line, reported
 from taid_car.models.downscaler import crop_multiple
 from taid_car.models.pair import build_pair
-from taid_car.models.trained import load_pair, method_name
-from taid_car.scoring.benchmark import evaluate_set
+from taid_car.models.trained import load_pair, pair_label
+from taid_car.scoring.benchmark import evaluate_set_channels
 from taid_car.scoring.report import print_results, read_json, write_results
 from taid_car.scoring.results import SetResult
 
@@ -79,10 +88,36 @@ def checkpoint_levels(cfg: DictConfig) -> list[int]:
     return levels
 
 
-def _evaluate_checkpoint(cfg: DictConfig, device: torch.device) -> list[SetResult]:
+def _typed_keys(overrides: Sequence[str]) -> set[str]:
+    """The keys the command line set (Hydra's task overrides), ``+``/``~`` stripped."""
+    return {str(item).split("=", 1)[0].lstrip("+~") for item in overrides}
+
+
+def channel_node(cfg: DictConfig, overrides: Sequence[str] = (), checkpoint_config: dict | None = None) -> dict:
+    """The ``channel`` node an evaluation scores through: the command's (conf/evaluate.yaml's png
+    by default); for a checkpoint, its own training channel unless the command line names
+    ``channel=...``, with the ``channel.<key>=...`` the command line sets."""
+    node = OmegaConf.to_container(cfg.channel, resolve=True) if cfg.get("channel") is not None else {}
+    typed = _typed_keys(overrides)
+    if checkpoint_config is None or "channel" in typed:
+        return node
+    own = dict(checkpoint_config.get("channel") or {"name": "png"})
+    own.update({key: node[key] for key in node if f"channel.{key}" in typed})
+    return own
+
+
+def evaluation_channels(cfg: DictConfig, overrides: Sequence[str] = (),
+                        checkpoint_config: dict | None = None) -> list[LRChannel]:
+    """The channels each set is scored through (:func:`channel_node`): ``channel.test_qualities``
+    when given, else the channel itself (:func:`~taid_car.channel.scoring_channels`)."""
+    return scoring_channels(channel_node(cfg, overrides, checkpoint_config), own=False)
+
+
+def _evaluate_checkpoint(cfg: DictConfig, device: torch.device, overrides: Sequence[str] = ()) -> list[SetResult]:
     """Evaluate a trained pair at its own scale, or at scale**n for each n of ``levels``; HR crop
-    multiple from its (recursive) downscaler."""
+    multiple from its (recursive) downscaler; through :func:`evaluation_channels`."""
     pair = load_pair(cfg.ckpt_path)
+    channels = evaluation_channels(cfg, overrides, pair.config)
     run_cfg, unit = pair.config, pair.scale
     levels = checkpoint_levels(cfg)
     if list(cfg.scales) != [cfg.scale] or cfg.scale != unit and not cfg.get("levels"):
@@ -98,8 +133,8 @@ def _evaluate_checkpoint(cfg: DictConfig, device: torch.device) -> list[SetResul
         sets = _sets_for(scaled, scaled_pair.downscaler, cfg.get("skip_small", False), scaled_pair.method)
         for set_name, dataset in sets.items():
             signals.set_phase(f"scoring {scaled_pair.method} on {set_name} at x{scaled_pair.scale}")
-            results.append(evaluate_set(scaled_pair.downscaler, scaled_pair.upscaler, dataset, scaled_pair.scale,
-                                        set_name, scaled_pair.method, device, progress=cfg.progress))
+            results += evaluate_set_channels(scaled_pair.downscaler, scaled_pair.upscaler, dataset, scaled_pair.scale,
+                                             set_name, scaled_pair.method, channels, device, progress=cfg.progress)
     return results
 
 
@@ -137,20 +172,19 @@ def run_evaluation(cfg: DictConfig, overrides: Sequence[str] = ()) -> list[SetRe
     """Evaluate ``ckpt_path`` if given, else the configured fixed method at every ``scales``.
     ``overrides`` (the command line's) name the key a bad factor came from (:func:`scale_key`)."""
     check_scales(cfg, scale_key(cfg, overrides))
+    channels = evaluation_channels(cfg, overrides)  # the command's channel checked before anything runs
     device = resolve_device(cfg.device)
     if cfg.get("ckpt_path"):
-        return _evaluate_checkpoint(cfg, device)
+        return _evaluate_checkpoint(cfg, device, overrides)
     results = []
     for scale in cfg.scales:
         scaled = _at_scale(cfg, scale)
         downscaler, upscaler = build_pair(scaled.model, scaled.upscaler)
-        sets = _sets_for(scaled, downscaler, cfg.get("skip_small", False), method_name(scaled))
+        sets = _sets_for(scaled, downscaler, cfg.get("skip_small", False), pair_label(scaled))
         for set_name, dataset in sets.items():
-            signals.set_phase(f"scoring {method_name(scaled)} on {set_name} at x{scale}")
-            results.append(
-                evaluate_set(downscaler, upscaler, dataset, int(scale), set_name,
-                             method_name(scaled), device, progress=cfg.progress)
-            )
+            signals.set_phase(f"scoring {pair_label(scaled)} on {set_name} at x{scale}")
+            results += evaluate_set_channels(downscaler, upscaler, dataset, int(scale), set_name,
+                                             pair_label(scaled), channels, device, progress=cfg.progress)
     return results
 
 
@@ -166,11 +200,11 @@ def with_earlier_results(results: list[SetResult], out_dir: str | Path) -> list[
     except (ValueError, TypeError) as err:
         raise UsageError(f"add_results=true: {path} is not a results file of this suite ({one_line(err)}); "
                          "give another hydra.run.dir") from None
-    key = lambda r: (r.method, r.scale, r.set_name)
+    key = lambda r: (r.method, r.scale, r.set_name, r.channel, r.quality, r.subsampling)
     seen = {key(r) for r in earlier}
     clash = [r for r in results if key(r) in seen]
     if clash:
-        shown = ", ".join(f"{r.method} x{r.scale} on {r.set_name}" for r in clash)
+        shown = ", ".join(f"{r.method} x{r.scale} on {r.set_name} through {channel_label(r.__dict__)}" for r in clash)
         raise UsageError(f"add_results=true: {path} already holds {shown}; give another hydra.run.dir "
                          "to keep both")
     return [*earlier, *results]

@@ -53,10 +53,10 @@ def collect_inputs(source: str | Path) -> list[Path]:
         raise UsageError(str(err)) from err
 
 
-def target_paths(files: Sequence[Path], out_dir: Path) -> dict[Path, Path]:
-    """``{input: out_dir/<stem>.png}``; two inputs with one stem, or a target that is an input
-    file itself, are usage errors."""
-    targets = {src: out_dir / f"{src.stem}.png" for src in files}
+def target_paths(files: Sequence[Path], out_dir: Path, suffix: str = ".png") -> dict[Path, Path]:
+    """``{input: out_dir/<stem><suffix>}`` (``.png``; ``.jpg`` for a JPEG LR); two inputs with one
+    stem, or a target that is an input file itself, are usage errors."""
+    targets = {src: out_dir / f"{src.stem}{suffix}" for src in files}
     by_target: dict[Path, list[Path]] = {}
     for src, dst in targets.items():
         by_target.setdefault(dst, []).append(src)

@@ -4,13 +4,17 @@
     python -m taid_car.rescale downscale --ckpt outputs/car_x4/<run>/checkpoints/last.ckpt \\
         --input photos/ --output photos_lr/
 
-    # LR files -> SR PNGs (x scale)
+    # the LR stored as JPEG at quality 75 (.jpg files: the channel's own bytes)
+    python -m taid_car.rescale downscale --ckpt .../last.ckpt --channel jpeg --quality 75 \\
+        --input photos/ --output photos_lr_jpeg/
+
+    # LR files (.png, .jpg, ...) -> SR PNGs (x scale)
     python -m taid_car.rescale upscale --ckpt .../last.ckpt --input photos_lr/ --output photos_sr/
 
-    # HR -> LR -> SR, scored per image (Y PSNR/SSIM, LR fidelity) beside Bicubic & Bicubic;
-    # with --jpeg-quality the LR also goes through JPEG at that quality (in memory) before
-    # upscaling, for both pairs: how do learned downscalers degrade under JPEG relative to bicubic?
-    python -m taid_car.rescale roundtrip --ckpt .../last.ckpt --input Set5/ --jpeg-quality 75 \\
+    # HR -> LR (through the LR channel) -> SR, scored per image (Y PSNR/SSIM, LR fidelity, bits
+    # per LR pixel) beside Bicubic & Bicubic through the same channel: how do learned downscalers
+    # degrade under JPEG relative to bicubic?
+    python -m taid_car.rescale roundtrip --ckpt .../last.ckpt --input Set5/ --channel jpeg --quality 75 \\
         --output results/
 
     # a x2 checkpoint applied recursively: x16 (LR files are tagged with the factor)
@@ -20,6 +24,13 @@
     # colorization (model=taid_color): colour images -> learned 1-channel gray PNGs, and back
     python -m taid_car.rescale downscale --ckpt <taid_color run>/last.ckpt --input photos/ --output gray/
     python -m taid_car.rescale upscale --ckpt <taid_color run>/last.ckpt --input gray/ --output colour/
+
+The LR channel (:mod:`taid_car.channel`): ``downscale`` and ``roundtrip`` store the LR through
+the checkpoint's own channel (a training quality range: its middle) unless ``--channel png|jpeg|webp``
+(with ``--quality Q``, ``--subsampling 4:2:0``) says another; ``--quality`` alone changes the
+quality of the checkpoint's channel. A lossy channel's ``downscale`` writes ``<stem>.jpg`` /
+``<stem>.webp``, the codec's bytes exactly (no scale tag); with a recursion only the last LR is
+coded.
 
 Common options: ``--scale N`` (a power of the checkpoint's scale: its pair applied recursively,
 every intermediate LR on the 8-bit grid), ``--overwrite`` (nothing is replaced without it; all targets are checked before
@@ -31,7 +42,8 @@ Conventions: images are RGB tensors (1, 3, H, W), float, [0, 1]. The checkpoint 
 ``python -m taid_car.run``) fixes the scale ``s`` and the HR size multiple its downscaler needs
 (8 for CAR); HR images are cropped bottom/right to a multiple of ``lcm(s, multiple)`` first, as
 ``taid_car.evaluate`` does, and the crop is logged. The LR is rounded to 8 bit before it is
-written or upscaled, so an LR file holds exactly what the upscaler saw. Gray sources whose
+written or upscaled (then stored through the channel), so an LR file holds exactly what the
+upscaler saw. Gray sources whose
 result has identical channels are written as 1-channel PNGs. Scores follow
 :mod:`taid_car.scoring.metrics` (Y of MATLAB ``rgb2ycbcr``, gray images on their own values,
 ``s`` pixels cropped from every border).
@@ -51,6 +63,9 @@ from pathlib import Path
 
 import torch
 
+from taid_car.atomic_write import write_atomically
+from taid_car.channel import CHANNELS, build_channel
+from taid_car.channel.codecs import SUBSAMPLINGS
 from taid_car.data.io import (
     IMAGE_EXTENSIONS,
     ImageError,
@@ -58,7 +73,7 @@ from taid_car.data.io import (
     read_image,
     save_image,
 )
-from taid_car.errors import UsageError
+from taid_car.errors import ConfigError, UsageError
 from taid_car.file_batch import (
     FileFailure,
     Outcome,
@@ -131,9 +146,11 @@ def at_scale(pair: TrainedPair, scale: int) -> TrainedPair:
 
 
 def run_downscale(args: argparse.Namespace, pair: TrainedPair) -> int:
-    """HR files -> ``<output>/<stem>.png`` 8-bit LR files."""
+    """HR files -> ``<output>/<stem>.png`` 8-bit LR files (``.jpg`` / ``.webp`` through a lossy
+    channel: the channel's own file bytes)."""
     files = collect_inputs(args.input)
-    targets = target_paths(files, Path(args.output))
+    lossless = pair.channel.name == "png"
+    targets = target_paths(files, Path(args.output), pair.channel.suffix)
     refuse_existing(list(targets.values()), args.overwrite)
     need, why = pair.downscaler.minimum_side()  # a multiple of the crop
     what = f"x{pair.scale} downscaling ({why + '; ' if why else ''}crop multiple {pair.crop})"
@@ -142,12 +159,16 @@ def run_downscale(args: argparse.Namespace, pair: TrainedPair) -> int:
 
     def work(path: Path) -> None:
         hr, is_gray = load_hr(path, pair, need, what)
+        if not lossless:  # the codec's file, byte for byte (gray images as one-channel files)
+            write_atomically(targets[path], pair.lr_files(hr)[0], overwrite=args.overwrite)
+            return
         lr = pair.downscale(hr)
         save_image(as_file_image(lr, is_gray), targets[path], overwrite=args.overwrite,
                    text={LR_SCALE_KEY: str(pair.scale), LR_METHOD_KEY: pair.method})
 
     process_files(files, work, args.on_error, outcome, f"downscale x{pair.scale}", args.progress)
-    return summarize(outcome, f"downscaled ({pair.method}, x{pair.scale}) into {args.output}:")
+    return summarize(outcome, f"downscaled ({pair.method}, x{pair.scale}, LR {pair.channel.label}) into "
+                              f"{args.output}:")
 
 
 #: default --max-pixels: a 4096x4096 HR (a 10000x10000 PNG would ask the model for ~6 GB at once)
@@ -206,12 +227,29 @@ def run_upscale(args: argparse.Namespace, pair: TrainedPair) -> int:
 # --------------------------------------------------------------------------- command line
 
 
-def jpeg_quality(text: str) -> int:
-    """argparse type: an integer JPEG quality in 1..100."""
-    value = int(text)
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"JPEG quality must be in 1..100, got {value}")
-    return value
+def with_channel(args: argparse.Namespace, pair: TrainedPair) -> TrainedPair:
+    """The pair with the LR channel the options ask for (:mod:`taid_car.channel`): the
+    checkpoint's own, ``--channel`` (with ``--quality``, ``--subsampling``) another, ``--quality``
+    alone the checkpoint's own at that quality. A bad value is a :class:`UsageError` naming it."""
+    if getattr(args, "jpeg_quality", None) is not None:
+        raise UsageError(f"--jpeg-quality is gone: the LR goes through the LR channel; use --channel jpeg "
+                         f"--quality {args.jpeg_quality} (and --subsampling 4:2:0, the default)")
+    name, quality, subsampling = (getattr(args, key, None) for key in ("channel", "quality", "subsampling"))
+    if name is None and quality is None and subsampling is None:
+        return pair
+    if name is None:
+        if pair.channel.name == "png":
+            raise UsageError(f"--{'quality' if quality is not None else 'subsampling'}: this checkpoint's LR "
+                             "channel is png (lossless); give --channel jpeg or --channel webp")
+        node = {k: v for k, v in pair.channel.record().items() if v is not None}
+        node["name"] = node.pop("channel")
+    else:
+        node = {"name": name}
+    node.update({k: v for k, v in (("quality", quality), ("subsampling", subsampling)) if v is not None})
+    try:
+        return pair.through(build_channel(node))
+    except ConfigError as err:
+        raise UsageError(f"--channel/--quality/--subsampling: {err}") from err
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,24 +293,26 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    channel = argparse.ArgumentParser(add_help=False)
+    channel.add_argument("--channel", choices=list(CHANNELS), default=None,
+                         help="the LR channel the LR is stored through (default: the checkpoint's own)")
+    channel.add_argument("--quality", type=int, default=None,
+                         help="quality of a jpeg (1..100) or webp (0..100) channel")
+    channel.add_argument("--subsampling", choices=list(SUBSAMPLINGS), default=None,
+                         help="JPEG chroma subsampling (default 4:2:0)")
     down = commands.add_parser(
-        "downscale", parents=[common], help="HR images -> 8-bit PNG LR files"
+        "downscale", parents=[common, channel], help="HR images -> 8-bit LR files (PNG, or JPEG/WebP through the channel)"
     )
-    down.add_argument("--output", required=True, help="folder for <stem>.png LR files")
+    down.add_argument("--output", required=True, help="folder for <stem>.png (.jpg, .webp) LR files")
     up = commands.add_parser("upscale", parents=[common], help="LR images -> SR PNG files")
     up.add_argument("--output", required=True, help="folder for <stem>.png SR files")
     trip = commands.add_parser(
         "roundtrip",
-        parents=[common],
-        help="HR -> LR (-> JPEG) -> SR, scored against HR and bicubic",
+        parents=[common, channel],
+        help="HR -> LR (through the LR channel) -> SR, scored against HR and bicubic",
     )
     trip.add_argument("--output", help="folder for roundtrip.csv and roundtrip.md")
-    trip.add_argument(
-        "--jpeg-quality",
-        type=jpeg_quality,
-        default=None,
-        help="JPEG-compress each LR at this quality (1..100) before upscaling",
-    )
+    trip.add_argument("--jpeg-quality", type=int, default=None, help=argparse.SUPPRESS)  # gone: an error naming --channel/--quality
     return parser
 
 
@@ -315,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pair = load_pair(args.ckpt, _device(args.device))
         if args.scale is not None:
             pair = at_scale(pair, args.scale)
+        pair = with_channel(args, pair)
         return COMMANDS[args.command](args, pair)
     except UsageError as err:
         if args.debug:

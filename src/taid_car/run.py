@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from taid_car import signals
 from taid_car.atomic_write import write_atomically
+from taid_car.channel import build_channel, check_run_channel
 from taid_car.config import CONFIG_DIR, check_scale
 from taid_car.errors import ConfigError, one_line, reported
 from taid_car.models.checkpoints import CheckpointError
@@ -80,7 +81,13 @@ def build_rescaler(cfg: DictConfig, val_set_names=(), test_set_names=()) -> Resc
         downscaler_lr_scale=cfg.model.get("downscaler_lr_scale", 1.0),
         on_nonfinite=cfg.get("on_nonfinite") or "stop",
         grad_clip_norm=cfg.model.get("grad_clip_norm"),
+        channel=channel_node(cfg),
     )
+
+
+def channel_node(cfg: DictConfig) -> dict | None:
+    """The run's ``channel`` group as a dict (None when the config has none: png)."""
+    return OmegaConf.to_container(cfg.channel, resolve=True) if cfg.get("channel") is not None else None
 
 
 def _instantiate_dict(group: DictConfig | None) -> list:
@@ -196,6 +203,7 @@ def run_summary(cfg: DictConfig, params: dict, train_seconds: float, trainer: L.
         "method": method_name(cfg), "model": cfg.model.name, "upscaler": cfg.upscaler.name,
         "scale": int(cfg.scale), "params": params, "train_seconds": train_seconds,
         "global_step": trainer.global_step, "pretrain_steps": pretrain_steps(cfg), "metrics": metrics,
+        "channel": build_channel(channel_node(cfg)).record(),  # what it trained through
     }
 
 
@@ -308,6 +316,7 @@ def train(cfg: DictConfig, multirun: bool = False) -> dict:
     task = configured_task(cfg)
     check_scale(cfg.get("scale"), minimum=task.min_scale)
     check_settings(cfg)  # every numeric setting, before anything is built
+    check_run_channel(channel_node(cfg))  # the LR channel's keys, test qualities and training rule
     if "wandb" in (cfg.get("logger") or {}) and not is_secondary_rank():
         prepare_wandb_folders(cfg.output_dir)  # says at start where W&B cannot write
     with held_run_dir(cfg.output_dir):  # a no-op when Hydra's RunDirGuard holds it already

@@ -2,6 +2,7 @@
 
 from taid_car.channel.lr_channel import (
     CHANNELS,
+    LOSSLESS,
     TRAIN_RULES,
     Coded,
     JPEGChannel,
@@ -9,7 +10,22 @@ from taid_car.channel.lr_channel import (
     PNGChannel,
     WebPChannel,
     build_channel,
+    channel_label,
+    check_run_channel,
+    scoring_channels,
 )
 
-__all__ = ["CHANNELS", "TRAIN_RULES", "Coded", "JPEGChannel", "LRChannel", "PNGChannel", "WebPChannel",
-           "build_channel"]
+__all__ = [
+    "CHANNELS",
+    "LOSSLESS",
+    "TRAIN_RULES",
+    "Coded",
+    "JPEGChannel",
+    "LRChannel",
+    "PNGChannel",
+    "WebPChannel",
+    "build_channel",
+    "channel_label",
+    "check_run_channel",
+    "scoring_channels",
+]

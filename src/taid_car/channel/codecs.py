@@ -6,6 +6,11 @@ C = 3 (RGB) or 1 (gray), and returns ``(decoded, bits)``: the decoded images, (B
 on the 8-bit grid (on the input's device), and the size of each encoded file in bits, (B,)
 float64. Bits per pixel are ``bits / (h * w)`` (per LR pixel).
 
+An RGB image whose three channels are equal (a gray source's LR) is stored as a one-channel
+gray file, as ``rescale`` writes gray images: libjpeg codes R = G = B as Y = R with constant
+chroma, so the decode is the same as the RGB file's, and the rate leaves out chroma the image
+does not have.
+
 JPEG is written baseline (not progressive), without optimised Huffman tables, with the standard
 (IJG) quantisation tables scaled to ``quality`` and the chroma subsampling given (``4:2:0``,
 Pillow's and libjpeg's default for colour, ``4:2:2`` or ``4:4:4``; a gray image has none).
@@ -28,8 +33,11 @@ SUBSAMPLINGS = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 
 
 def _to_pil(image: torch.Tensor) -> Image.Image:
-    """(C, h, w) float on the 8-bit grid -> an 8-bit RGB or L image (values rounded, as saved)."""
+    """(C, h, w) float on the 8-bit grid -> an 8-bit RGB or L image (values rounded, as saved).
+    Three equal channels (a gray image) make an L image, as the suite saves gray images."""
     array = torch.round(image.detach().float().clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
+    if array.shape[0] == 3 and (array[0] == array[1]).all() and (array[1] == array[2]).all():
+        array = array[:1]
     if array.shape[0] == 1:
         return Image.fromarray(array[0], mode="L")
     if array.shape[0] == 3:

@@ -14,8 +14,16 @@ it, and then stores it:
 * ``webp``: lossy WebP at ``quality`` (0..100), evaluation only.
 
 :meth:`LRChannel.train` is the training forward (differentiable); :meth:`LRChannel.code` the
-evaluation's real codec, which also gives the rate (bits of each encoded LR). Both take the
+evaluation's real codec, which also gives the rate (bits of each encoded LR);
+:meth:`LRChannel.encode` the files themselves (what ``rescale downscale`` writes). All take the
 downscaler's unrounded LR, (B, C, h, w) float, C = 3 or 1 (a colorization's gray).
+
+Where it is used (one channel per pair, every site): the training forward and losses
+(``Rescaler``), validation and test, ``evaluate``, ``rescale`` and the Bicubic & Bicubic
+reference LR (the same channel), all through :mod:`taid_car.scoring.pipeline`. A recursion's
+intermediate LRs are internal: rounded to 8 bit only; the stored LR, the last one, goes through
+the channel. Validation and the run's own test row use :meth:`LRChannel.evaluation` (a training
+range is evaluated at its middle); :func:`scoring_channels` adds ``test_qualities``.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from taid_car.models.quantize import Quantizer
 
 __all__ = [
     "CHANNELS",
+    "LOSSLESS",
     "TRAIN_RULES",
     "Coded",
     "JPEGChannel",
@@ -39,6 +48,9 @@ __all__ = [
     "PNGChannel",
     "WebPChannel",
     "build_channel",
+    "channel_label",
+    "check_run_channel",
+    "scoring_channels",
 ]
 
 TRAIN_RULES = ("ste", "diff")
@@ -46,8 +58,8 @@ TRAIN_RULES = ("ste", "diff")
 
 @dataclass
 class Coded:
-    """An LR batch after the real codec: ``lr`` (B, C, h, w) float32 on the 8-bit grid, as the
-    upscaler gets it, and ``bits`` (B,) float64, the size of each encoded file."""
+    """An LR batch after the real codec: ``lr`` (B, C, h, w) on the 8-bit grid in the input's
+    dtype, as the upscaler gets it, and ``bits`` (B,) float64, the size of each encoded file."""
 
     lr: torch.Tensor
     bits: torch.Tensor
@@ -64,6 +76,10 @@ class LRChannel:
     quantizer: Quantizer = field(default_factory=Quantizer)
     name = "channel"
     codec = "png"
+    #: whether it has a training rule (webp: evaluation only)
+    trainable = True
+    #: the file extension of what it stores (``rescale downscale``)
+    suffix = ".png"
 
     def round(self, lr: torch.Tensor) -> torch.Tensor:
         """The 8-bit LR (forward exact; the quantiser's gradient rules)."""
@@ -74,9 +90,17 @@ class LRChannel:
         raise NotImplementedError
 
     @torch.no_grad()
+    def encode(self, lr: torch.Tensor) -> list[bytes]:
+        """The file each LR of the batch is stored as: rounded to 8 bit, then encoded."""
+        return [codecs.encode(image, self.codec, **self._codec_options()) for image in self.round(lr).detach()]
+
+    @torch.no_grad()
     def code(self, lr: torch.Tensor) -> Coded:
-        """Evaluation: the LR rounded to 8 bit and through the real codec, with its size."""
-        return Coded(*codecs.CODECS[self.codec](self.round(lr).detach(), **self._codec_options()))
+        """Evaluation: the LR rounded to 8 bit and through the real codec (in the LR's dtype), with
+        its size."""
+        rounded = self.round(lr).detach()
+        decoded, bits = codecs.CODECS[self.codec](rounded, **self._codec_options())
+        return Coded(decoded.to(rounded.dtype), bits)
 
     def _codec_options(self) -> dict:
         return {}
@@ -85,8 +109,18 @@ class LRChannel:
         """What a results row records of the channel: ``channel``, ``quality``, ``subsampling``."""
         return {"channel": self.name, "quality": None, "subsampling": None}
 
+    @property
+    def label(self) -> str:
+        """Short name for tables and logs: ``png``, ``jpeg q75 4:2:0``, ``webp q80``."""
+        return channel_label(self.record())
+
     def at_quality(self, quality: int) -> LRChannel:
         """The same channel at another quality (a lossless one has none: itself)."""
+        return self
+
+    def evaluation(self) -> LRChannel:
+        """The channel validation and the run's own test row code through: itself (a JPEG
+        training range: its middle quality)."""
         return self
 
 
@@ -102,9 +136,9 @@ class PNGChannel(LRChannel):
 
     @torch.no_grad()
     def code(self, lr: torch.Tensor) -> Coded:
-        rounded = self.round(lr).detach()
-        _, bits = codecs.png_roundtrip(rounded)  # lossless: the decode is the input
-        return Coded(rounded.float(), bits)
+        rounded = self.round(lr).detach()  # lossless: the decode is the input
+        bits = [8.0 * len(codecs.encode(image, "png")) for image in rounded]
+        return Coded(rounded, torch.tensor(bits, dtype=torch.float64, device=rounded.device))
 
 
 def _check_quality(quality, low: int, high: int, key: str) -> int:
@@ -123,6 +157,7 @@ class JPEGChannel(LRChannel):
     train_rule: str = "ste"
     name = "jpeg"
     codec = "jpeg"
+    suffix = ".jpg"
 
     def __post_init__(self) -> None:
         if isinstance(self.quality, (tuple, list)):
@@ -171,6 +206,10 @@ class JPEGChannel(LRChannel):
     def at_quality(self, quality: int) -> JPEGChannel:
         return replace(self, quality=_check_quality(quality, 1, 100, "channel quality"))
 
+    def evaluation(self) -> JPEGChannel:
+        """Itself; a training range ``(low, high)``: at its middle, ``(low + high) // 2``."""
+        return self.at_quality(sum(self.quality) // 2) if self.is_range else self
+
 
 @dataclass(frozen=True)
 class WebPChannel(LRChannel):
@@ -179,6 +218,8 @@ class WebPChannel(LRChannel):
     quality: int = 75
     name = "webp"
     codec = "webp"
+    trainable = False
+    suffix = ".webp"
 
     def __post_init__(self) -> None:
         _check_quality(self.quality, 0, 100, "channel.quality")
@@ -199,6 +240,22 @@ class WebPChannel(LRChannel):
 #: channel name -> class
 CHANNELS = {"png": PNGChannel, "jpeg": JPEGChannel, "webp": WebPChannel}
 
+#: the default channel: the 8-bit rounding a saved PNG holds (the default quantiser's rules); also
+#: what the fidelity targets (bicubic LR, plain gray) are rounded by
+LOSSLESS = PNGChannel()
+
+
+def channel_label(record: Mapping) -> str:
+    """``png``, ``jpeg q75 4:2:0``, ``webp q80`` from a results row's (or :meth:`LRChannel.record`'s)
+    ``channel``, ``quality`` and ``subsampling``; rows written before the channel was recorded: png."""
+    parts = [str(record.get("channel") or "png")]
+    quality = record.get("quality")
+    if quality is not None:
+        parts.append(f"q{quality[0]}-{quality[1]}" if isinstance(quality, (list, tuple)) else f"q{quality}")
+    if record.get("subsampling"):
+        parts.append(str(record["subsampling"]))
+    return " ".join(parts)
+
 
 def build_channel(node: Mapping | None, quantizer: Quantizer | None = None) -> LRChannel:
     """The channel a ``channel`` config node describes (``name`` png | jpeg | webp, ``quality``,
@@ -217,3 +274,56 @@ def build_channel(node: Mapping | None, quantizer: Quantizer | None = None) -> L
     if unknown:
         raise ConfigError(f"channel={name} takes no {', '.join('channel.' + k for k in unknown)}")
     return CHANNELS[name](quantizer=quantizer or Quantizer(), **node)
+
+
+def _test_qualities(node: Mapping) -> list[int]:
+    """``channel.test_qualities`` as a list of ints (empty when null); ConfigError naming it."""
+    qualities = node.get("test_qualities")
+    if qualities is None:
+        return []
+    if isinstance(qualities, (str, bytes)) or not isinstance(qualities, Sequence) or not qualities:
+        raise ConfigError(f"channel.test_qualities={qualities!r}: a list of qualities, e.g. "
+                          "'channel.test_qualities=[30,50,70,80,90]', or null")
+    low, high = (0, 100) if node.get("name") == "webp" else (1, 100)
+    for quality in qualities:
+        if isinstance(quality, bool) or not isinstance(quality, int) or not low <= quality <= high:
+            raise ConfigError(f"channel.test_qualities={list(qualities)}: {quality!r} is not a quality "
+                              f"(an integer in {low}..{high})")
+    return list(qualities)
+
+
+def scoring_channels(node: Mapping | None, quantizer: Quantizer | None = None, own: bool = True) -> list[LRChannel]:
+    """The channels a test or evaluation scores through, in order, each once: the channel's
+    :meth:`~LRChannel.evaluation` (with ``own``, or when ``test_qualities`` is null), then the
+    channel at each of ``test_qualities``: the channel's own codec, JPEG (4:2:0) for ``png`` (a
+    clean-trained pair tested under JPEG)."""
+    node = dict(node or {})
+    channel = build_channel(node, quantizer)
+    qualities = _test_qualities(node)
+    if isinstance(channel, PNGChannel):
+        extra = [JPEGChannel(quantizer=channel.quantizer, quality=q) for q in qualities]
+    else:
+        extra = [channel.at_quality(q) for q in qualities]
+    chosen = [channel.evaluation()] if own or not extra else []
+    for candidate in extra:
+        if candidate not in chosen:
+            chosen.append(candidate)
+    return chosen
+
+
+def check_run_channel(node: Mapping | None) -> LRChannel:
+    """The training channel of a run, checked at start (before anything is built): its keys,
+    ``test_qualities``, a training rule it has (``webp`` has none) and, for ``train_rule=diff``,
+    the differentiable JPEG importable. ConfigError naming the key otherwise."""
+    channel = build_channel(node)
+    scoring_channels(node)
+    if not channel.trainable:
+        raise ConfigError(f"channel={channel.name} is for evaluation only (no training rule): train through "
+                          "channel=png or channel=jpeg, and score under webp with taid_car.evaluate")
+    if getattr(channel, "train_rule", None) == "diff":
+        try:
+            from taid_car.channel import diff_jpeg  # noqa: F401
+        except ImportError as err:
+            raise ConfigError(f"channel.train_rule=diff: the differentiable JPEG cannot be imported ({err}); "
+                              "use channel.train_rule=ste") from err
+    return channel

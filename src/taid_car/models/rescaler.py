@@ -1,6 +1,6 @@
 """The ``Rescaler`` LightningModule: a downscaler and an upscaler trained end-to-end.
 
-``HR -> downscaler -> quantise to 8 bit -> LR -> upscaler -> SR``; the loss is
+``HR -> downscaler -> LR channel (8 bit, then png / jpeg) -> LR -> upscaler -> SR``; the loss is
 ``l1 * L1(SR, HR)`` plus the weighted terms the downscaler's own ``regularizers(hr, lr)``
 returns (:class:`~taid_car.models.downscaler.Downscaler`: CAR's ``offset_magnitude`` /
 ``offset_tv``, TAID's ``guidance``), plus ``out_of_range``, which every model has: the
@@ -8,6 +8,13 @@ returns (:class:`~taid_car.models.downscaler.Downscaler`: CAR's ``offset_magnitu
 and a recursion's intermediate LRs) before rounding, since the quantiser gives values outside
 [0, 1] no gradient. A weight for a term the downscaler does not produce is an error, not
 silently dropped.
+
+The LR channel (:mod:`taid_car.channel`, config group ``channel``) is the pair's: training goes
+through ``channel.train`` (png: the 8-bit rounding with the run's quantiser; jpeg: the real
+codec with an identity gradient, or a differentiable JPEG; a quality range drawn per batch),
+validation and test through its real codec (``channel.code``), the Bicubic & Bicubic reference
+too. The test scores every channel of ``channel.test_qualities`` besides the run's own, one
+results row each (logged as ``test/<set>/<channel>/<metric>``; the own channel's as before).
 
 Validation and test run per benchmark set (one dataloader each) and log
 ``{stage}/{set}/{metric}``: Y PSNR/SSIM of SR vs HR, LR fidelity vs bicubic LR, and at test time
@@ -37,11 +44,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric, MetricCollection
 
+from taid_car.channel import LRChannel, build_channel, scoring_channels
 from taid_car.errors import ConfigError, TrainingDiverged
 from taid_car.models.downscaler import Downscaler
 from taid_car.models.pair import own_parameters, pair_parameter_counts, shared_parameters
 from taid_car.models.quantize import Quantizer, out_of_range_penalty
-from taid_car.scoring.pipeline import rescale_and_score
+from taid_car.scoring.pipeline import rescale_and_score_channels
 from taid_car.scoring.results import SetResult
 from taid_car.scoring.tasks import task_of
 
@@ -90,6 +98,8 @@ class Rescaler(L.LightningModule):
             the downscaler (``downscaler.quantizer``) for the images it rounds inside.
         quantize_through_clamp: the old rule, gradients straight through the clamp too (values
             outside [0, 1] get them as if inside); default False, the clamp's own gradient.
+        channel: the ``channel`` config node (name png | jpeg, quality, subsampling, train_rule,
+            test_qualities); None: png. Built with the run's quantiser.
         optimizer: partial optimiser, called with the parameters.
         scheduler: optional partial LR scheduler, called with the optimiser; stepped per step.
         val_set_names / test_set_names: one name per val/test dataloader, in order.
@@ -122,6 +132,7 @@ class Rescaler(L.LightningModule):
         on_nonfinite: str = "stop",
         max_skipped_in_row: int = 20,
         grad_clip_norm: float | None = None,
+        channel: dict | None = None,
     ) -> None:
         super().__init__()
         if grad_clip_norm is not None and not float(grad_clip_norm) > 0:
@@ -142,6 +153,11 @@ class Rescaler(L.LightningModule):
         self.downscaler, self.upscaler, self.scale = downscaler, upscaler, int(scale)
         self.loss_weights = resolve_loss_weights(loss_weights, downscaler)
         self.quantizer = downscaler.quantizer = Quantizer(quantize, bool(quantize_through_clamp))
+        #: the LR channel training goes through; validation codes through ``val_channel``, the test
+        #: through each of ``test_channels`` (the own evaluation channel first)
+        self.channel: LRChannel = build_channel(channel, self.quantizer)
+        self.val_channel = self.channel.evaluation()
+        self.test_channels = scoring_channels(channel, self.quantizer, own=True)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.val_set_names, self.test_set_names = list(val_set_names), list(test_set_names)
         self.method, self.config = method, config
@@ -152,20 +168,22 @@ class Rescaler(L.LightningModule):
             raise ValueError(f"downscaler_lr_scale must be > 0, got {downscaler_lr_scale}")
         self.downscaler_lr_scale = float(downscaler_lr_scale)
         self.val_metrics = nn.ModuleList(self._val_collection() for _ in self.val_set_names)
-        self.test_metrics = nn.ModuleList(self._test_collection() for _ in self.test_set_names)
+        self.test_metrics = nn.ModuleList(
+            nn.ModuleList(self._test_collection() for _ in self.test_channels) for _ in self.test_set_names)
         self.test_results: list[SetResult] = []
 
     # ----------------------------------------------------------------- forward
     def forward(self, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """HR (B,3,H,W) in [0,1] -> (LR (B,3,H/s,W/s) on the 8-bit grid, SR (B,3,H,W))."""
-        lr = self.quantizer(self.downscaler(hr))
+        """HR (B,3,H,W) in [0,1] -> (LR (B,3,H/s,W/s) through the channel's training forward, on
+        the 8-bit grid, SR (B,3,H,W))."""
+        lr = self.channel.train(self.downscaler(hr))
         return lr, self.upscaler(lr)
 
     # ----------------------------------------------------------------- training
     def compute_losses(self, hr: torch.Tensor) -> dict[str, torch.Tensor]:
         """Weighted loss terms in use (unweighted values) and their weighted sum under ``loss``."""
         unrounded = self.downscaler(hr)
-        lr = self.quantizer(unrounded)
+        lr = self.channel.train(unrounded)  # the out_of_range penalty is on the unrounded LR
         sr = self.upscaler(lr)
         terms = {"l1": F.l1_loss(sr, hr)}
         if self.loss_weights["out_of_range"]:
@@ -269,31 +287,41 @@ class Rescaler(L.LightningModule):
     def _test_collection(self) -> MetricCollection:
         return MetricCollection({name: PerImageMean() for name in (*self.scores, *self.reference_scores)})
 
-    def _evaluate(self, batch: dict, metrics: MetricCollection, with_reference: bool) -> None:
-        """Score the batch through :func:`~taid_car.scoring.pipeline.rescale_and_score`, the
-        function ``evaluate`` uses too, and add its per-image scores to the set's means."""
-        out = rescale_and_score(
-            self.downscaler, self.upscaler, batch["hr"], self.scale, batch["is_gray"], with_reference
+    def _evaluate(self, batch: dict, collections: Sequence[MetricCollection], channels: Sequence[LRChannel],
+                  with_reference: bool) -> None:
+        """Score the batch through :func:`~taid_car.scoring.pipeline.rescale_and_score_channels`,
+        the function ``evaluate`` uses too, once per channel, and add its per-image scores to the
+        set's means of that channel."""
+        outs = rescale_and_score_channels(
+            self.downscaler, self.upscaler, batch["hr"], self.scale, batch["is_gray"], list(channels), with_reference
         )
-        for name, metric in metrics.items():
-            metric.update(out.scores[name])
+        for metrics, out in zip(collections, outs):
+            for name, metric in metrics.items():
+                metric.update(out.scores[name])
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluate(batch, self.val_metrics[dataloader_idx], with_reference=False)
+        self._evaluate(batch, [self.val_metrics[dataloader_idx]], [self.val_channel], with_reference=False)
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluate(batch, self.test_metrics[dataloader_idx], with_reference=True)
+        self._evaluate(batch, self.test_metrics[dataloader_idx], self.test_channels, with_reference=True)
 
-    def _log_sets(self, stage: str, names: Sequence[str], collections: nn.ModuleList) -> list[dict]:
+    def _log_sets(self, stage: str, names: Sequence[str], collections: nn.ModuleList,
+                  channels: Sequence[LRChannel] | None = None) -> list[dict]:
+        """Log and return one row per set (and per channel of ``channels``: the first logged as
+        ``{stage}/{set}/{score}``, the others as ``{stage}/{set}/{channel}/{score}``)."""
         rows = []
-        for name, metrics in zip(names, collections):
-            with metrics[self.headline].sync_context():  # images seen by all ranks, each once
-                count = int(metrics[self.headline].count)
-            values = {key: metric.compute() for key, metric in metrics.items()}
-            for key, value in values.items():
-                self.log(f"{stage}/{name}/{key}", value.float(), add_dataloader_idx=False, sync_dist=False)
-            rows.append({"set_name": name, "images": count, **{k: v.item() for k, v in values.items()}})
-            metrics.reset()
+        for name, per_set in zip(names, collections):
+            for index, metrics in enumerate(per_set if channels else [per_set]):
+                channel = channels[index] if channels else None
+                prefix = f"{stage}/{name}" + (f"/{channel_log_key(channel)}" if index else "")
+                with metrics[self.headline].sync_context():  # images seen by all ranks, each once
+                    count = int(metrics[self.headline].count)
+                values = {key: metric.compute() for key, metric in metrics.items()}
+                for key, value in values.items():
+                    self.log(f"{prefix}/{key}", value.float(), add_dataloader_idx=False, sync_dist=False)
+                record = channel.record() if channel is not None else {}
+                rows.append({"set_name": name, "images": count, **record, **{k: v.item() for k, v in values.items()}})
+                metrics.reset()
         return rows
 
     def on_validation_epoch_end(self) -> None:
@@ -307,7 +335,7 @@ class Rescaler(L.LightningModule):
             self.log("val/headline", rows[0][self.headline], prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
-        rows = self._log_sets("test", self.test_set_names, self.test_metrics)
+        rows = self._log_sets("test", self.test_set_names, self.test_metrics, self.test_channels)
         self.test_results = [
             SetResult(method=self.method, scale=self.scale, task=self.task.name, **row) for row in rows
         ]
@@ -343,6 +371,11 @@ class Rescaler(L.LightningModule):
         self.skipped_steps = int(checkpoint.get("taid_car_skipped_steps", 0))
         if self._trainer is not None and self._trainer.state.fn == "fit":  # testing a checkpoint does not change the run's time
             self.train_seconds_before_resume = float(checkpoint.get("taid_car_train_seconds", 0.0))
+
+
+def channel_log_key(channel: LRChannel) -> str:
+    """The channel in a logged metric's name: ``jpeg_q30_420``, ``webp_q80``."""
+    return channel.label.replace(" ", "_").replace(":", "")
 
 
 def rng_states() -> dict:

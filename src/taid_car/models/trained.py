@@ -14,25 +14,49 @@ for every reader alike.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from taid_car.errors import one_line
+from taid_car.channel import LOSSLESS, LRChannel
+from taid_car.errors import ConfigError, one_line
 from taid_car.models.checkpoints import CheckpointError, non_finite_entry, read_checkpoint_file
 from taid_car.models.downscaler import Downscaler, crop_multiple
 
 
 def method_name(config: Mapping) -> str:
-    """Table label of a run config, e.g. ``car & edsr_tiny``."""
+    """Table label of a run config, e.g. ``car & edsr_tiny``; a pair trained through a lossy LR
+    channel says which, e.g. ``car & edsr_tiny [jpeg q75 4:2:0]``."""
+    label = pair_label(config)
+    channel = channel_of(config)
+    return label if channel.name == "png" else f"{label} [{channel.label}]"
+
+
+def pair_label(config: Mapping) -> str:
+    """``<model> & <upscaler>`` of a config (a fixed method's label: no training channel)."""
     return f"{config['model']['name']} & {config['upscaler']['name']}"
+
+
+def channel_of(config: Mapping):
+    """The :class:`~taid_car.channel.LRChannel` a run config trained through (its ``channel``
+    group; png when it has none, as configs written before the channel existed)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from taid_car.channel import build_channel
+
+    node = config.get("channel")
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    return build_channel(dict(node) if node else None)
 
 
 @dataclass
 class TrainedPair:
-    """A trained downscaler/upscaler, its scale, table label and run config, on ``device``."""
+    """A trained downscaler/upscaler, its scale, table label and run config, on ``device``, and
+    the LR channel its LR is stored through (``channel``: the checkpoint's own, evaluated at one
+    quality: :meth:`~taid_car.channel.LRChannel.evaluation`; :meth:`through` changes it)."""
 
     method: str
     scale: int
@@ -40,6 +64,7 @@ class TrainedPair:
     upscaler: nn.Module
     config: dict = field(repr=False)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    channel: LRChannel = field(default_factory=lambda: LOSSLESS)
 
     @property
     def lr_channels(self) -> int:
@@ -61,15 +86,26 @@ class TrainedPair:
         levels = recursion_levels(int(scale), self.scale)
         down, up = recursive_pair(self.downscaler, self.upscaler, int(scale))
         label = recursion_label(self.method, self.scale, levels)
-        return TrainedPair(label, int(scale), down, up, self.config, self.device).to(self.device)
+        return TrainedPair(label, int(scale), down, up, self.config, self.device, self.channel).to(self.device)
+
+    def through(self, channel: LRChannel) -> TrainedPair:
+        """The same pair with its LR stored through ``channel`` (evaluated at one quality)."""
+        return replace(self, channel=channel.evaluation())
 
     @torch.inference_mode()
     def downscale(self, hr: torch.Tensor) -> torch.Tensor:
-        """HR (1,3,H,W) in [0,1], H, W multiples of :attr:`crop` -> LR (1,C,H/s,W/s) on the 8-bit
-        grid, on the CPU."""
-        from taid_car.scoring.pipeline import downscale_8bit
+        """HR (1,3,H,W) in [0,1], H, W multiples of :attr:`crop` -> LR (1,C,H/s,W/s) as its
+        channel stores it (8 bit, then png / jpeg / webp), on the CPU. A recursion's intermediate
+        LRs are rounded to 8 bit only; the last one goes through the channel."""
+        from taid_car.scoring.pipeline import downscale
 
-        return downscale_8bit(self.downscaler, hr.to(self.device)).cpu()
+        return downscale(self.downscaler, hr.to(self.device), self.channel).lr.cpu()
+
+    @torch.inference_mode()
+    def lr_files(self, hr: torch.Tensor) -> list[bytes]:
+        """The files (bytes) the LRs of HR (B,3,H,W) are stored as through its channel: what
+        :meth:`downscale` decodes; ``rescale downscale`` writes them."""
+        return self.channel.encode(self.downscaler(hr.to(self.device)))
 
     @torch.inference_mode()
     def upscale(self, lr: torch.Tensor) -> torch.Tensor:
@@ -87,7 +123,12 @@ class TrainedPair:
 def load_pair(ckpt_path: str | Path) -> TrainedPair:
     """The :class:`TrainedPair` of a ``taid_car.run`` checkpoint (eval mode, CPU)."""
     downscaler, upscaler, config = load_trained_pair(ckpt_path)
-    return TrainedPair(method_name(config), int(config["scale"]), downscaler, upscaler, config).to("cpu")
+    try:
+        channel = channel_of(config).evaluation()
+    except ConfigError as err:  # a saved channel the suite refuses
+        raise CheckpointError(f"{ckpt_path}: its saved config's channel is refused: {one_line(err)}") from err
+    return TrainedPair(method_name(config), int(config["scale"]), downscaler, upscaler, config,
+                       channel=channel).to("cpu")
 
 
 def load_trained_pair(ckpt_path: str | Path) -> tuple[nn.Module, nn.Module, dict]:
@@ -98,7 +139,6 @@ def load_trained_pair(ckpt_path: str | Path) -> tuple[nn.Module, nn.Module, dict
     """
     from hydra.errors import InstantiationException
 
-    from taid_car.errors import ConfigError
     from taid_car.models.pair import build_pair
 
     path = Path(ckpt_path)

@@ -1,15 +1,18 @@
 """The one pipeline every entry point scores through (training's validation and test,
 ``evaluate``, ``rescale roundtrip``, ``crops``, the image-panel callback).
 
-Per HR batch (B,3,H,W) in [0,1], H and W multiples of the downscaler's crop multiple:
+Per HR batch (B,3,H,W) in [0,1], H and W multiples of the downscaler's crop multiple, and an LR
+channel (:mod:`taid_car.channel`; ``png``, the 8-bit rounding a saved PNG holds, by default):
 
-* ``lr = quantize_8bit(downscaler(hr))`` (B,3,H/s,W/s), on the 8-bit grid as a PNG holds it;
+* ``lr = channel.code(downscaler(hr)).lr`` (B,3,H/s,W/s): rounded to 8 bit and through the
+  channel's real codec, as the stored file holds it;
 * ``sr = upscaler(lr)`` (B,3,H,W), float, not clamped (the metrics clamp and round);
-* the Bicubic & Bicubic reference of the same HR: ``bicubic_lr`` (MATLAB imresize, 8 bit) and
-  ``bicubic_sr``;
+* the Bicubic & Bicubic reference of the same HR through the *same* channel: ``bicubic_lr``
+  (MATLAB imresize, 8 bit, then the channel) and ``bicubic_sr``;
 * per-image scores (:func:`score`): Y PSNR/SSIM and RGB PSNR of SR vs HR with ``scale`` border
-  pixels removed, LR fidelity (Y PSNR of LR vs bicubic LR, no border; ``inf`` for bicubic
-  itself) and, with the reference, the Bicubic & Bicubic Y PSNR/SSIM.
+  pixels removed, LR fidelity (Y PSNR of the stored LR vs the clean 8-bit bicubic LR, no border;
+  ``inf`` for bicubic itself through png), the rate ``bpp`` (bits of the encoded LR per LR pixel)
+  and, with the reference, the Bicubic & Bicubic Y PSNR/SSIM and rate ``bicubic_bpp``.
 
 The downscaler's ``task`` (:mod:`taid_car.scoring.tasks`) says what a pair is scored as.
 ``RESIZE`` is the above. ``COLORIZE`` (TAD's colour -> gray -> colour, scale 1) has a 1-channel
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from taid_car.models.quantize import quantize_8bit
+from taid_car.channel import LOSSLESS, Coded, LRChannel
 from taid_car.ops.imresize import bicubic_upscale
 from taid_car.scoring.metrics import psnr_y, score_pair, score_pairs, ssim_rgb, ssim_y
 from taid_car.scoring.tasks import COLORIZE, RESIZE, task_of
@@ -38,7 +41,9 @@ from taid_car.scoring.tasks import COLORIZE, RESIZE, task_of
 
 @dataclass
 class Rescaled:
-    """One batch through the pipeline: images (B,3,·,·) and per-image scores (B,) float64."""
+    """One batch through the pipeline: images (B,3,·,·) and per-image scores (B,) float64.
+    ``lr`` and ``bicubic_lr`` are the LRs the upscalers got (through the channel); without the
+    reference (and for colorization) ``bicubic_lr`` is the clean fidelity target."""
 
     lr: torch.Tensor
     sr: torch.Tensor
@@ -47,15 +52,21 @@ class Rescaled:
     scores: dict[str, torch.Tensor]
 
 
-def downscale_8bit(downscaler: nn.Module, hr: torch.Tensor) -> torch.Tensor:
-    """HR (B,3,H,W) in [0,1] -> LR (B,3,H/s,W/s) on the 8-bit grid, as a saved PNG holds it."""
-    return quantize_8bit(downscaler(hr))
+def _channel(channel: LRChannel | None) -> LRChannel:
+    return LOSSLESS if channel is None else channel
 
 
-def rescale(downscaler: nn.Module, upscaler: nn.Module, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """HR (B,3,H,W) in [0,1] -> (LR on the 8-bit grid (B,3,H/s,W/s), SR (B,3,H,W))."""
-    lr = downscale_8bit(downscaler, hr)
-    return lr, upscaler(lr)
+def downscale(downscaler: nn.Module, hr: torch.Tensor, channel: LRChannel | None = None) -> Coded:
+    """HR (B,3,H,W) in [0,1] -> the LR (B,C,H/s,W/s) as the channel stores it (8 bit, then its
+    codec; png by default) with its bits: what ``rescale downscale`` writes and the upscaler gets."""
+    return _channel(channel).code(downscaler(hr))
+
+
+def rescale(downscaler: nn.Module, upscaler: nn.Module, hr: torch.Tensor,
+            channel: LRChannel | None = None) -> tuple[Coded, torch.Tensor]:
+    """HR (B,3,H,W) in [0,1] -> (the stored LR and its bits (:func:`downscale`), SR (B,3,H,W))."""
+    coded = downscale(downscaler, hr, channel)
+    return coded, upscaler(coded.lr)
 
 
 def bicubic_lr_of(hr: torch.Tensor, scale: int) -> torch.Tensor:
@@ -63,9 +74,10 @@ def bicubic_lr_of(hr: torch.Tensor, scale: int) -> torch.Tensor:
     return RESIZE.reference_lr(hr, scale)
 
 
-def bicubic_reference(hr: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bicubic & Bicubic of HR (B,3,H,W): (bicubic LR on the 8-bit grid, bicubic SR (B,3,H,W))."""
-    bicubic_lr = bicubic_lr_of(hr, scale)
+def bicubic_reference(hr: torch.Tensor, scale: int, channel: LRChannel | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bicubic & Bicubic of HR (B,3,H,W): (bicubic LR on the 8-bit grid through ``channel``,
+    bicubic SR (B,3,H,W))."""
+    bicubic_lr = _channel(channel).code(bicubic_lr_of(hr, scale)).lr
     return bicubic_lr, bicubic_upscale(bicubic_lr, scale)
 
 
@@ -97,17 +109,46 @@ def rescale_and_score(
     scale: int,
     is_gray,
     reference: bool = True,
+    channel: LRChannel | None = None,
 ) -> Rescaled:
-    """HR (B,3,H,W) in [0,1] through downscaler -> 8 bit -> upscaler, with the bicubic LR
-    (always: LR fidelity needs it) and, with ``reference``, Bicubic & Bicubic, all scored.
-    A ``colorize`` downscaler is scored as the module docstring says (``reference`` unused)."""
-    lr, sr = rescale(downscaler, upscaler, hr)
-    if task_of(downscaler) is COLORIZE:
-        gray_lr = COLORIZE.reference_lr(hr, scale)
-        return Rescaled(lr, sr, gray_lr, None, score_colorized(hr, lr, sr, gray_lr, scale, is_gray))
-    bicubic_lr = bicubic_lr_of(hr, scale)
-    bicubic_sr = bicubic_upscale(bicubic_lr, scale) if reference else None
-    return Rescaled(lr, sr, bicubic_lr, bicubic_sr, score(hr, lr, sr, bicubic_lr, scale, is_gray, bicubic_sr))
+    """HR (B,3,H,W) in [0,1] through downscaler -> ``channel`` (png: 8 bit) -> upscaler, with the
+    bicubic LR (always: LR fidelity needs it) and, with ``reference``, Bicubic & Bicubic through
+    the same channel, all scored. A ``colorize`` downscaler is scored as the module docstring says
+    (``reference`` unused)."""
+    return rescale_and_score_channels(downscaler, upscaler, hr, scale, is_gray, [_channel(channel)], reference)[0]
+
+
+@torch.no_grad()
+def rescale_and_score_channels(
+    downscaler: nn.Module,
+    upscaler: nn.Module,
+    hr: torch.Tensor,
+    scale: int,
+    is_gray,
+    channels: list[LRChannel],
+    reference: bool = True,
+) -> list[Rescaled]:
+    """:func:`rescale_and_score` through each of ``channels`` (e.g. JPEG at several qualities),
+    one :class:`Rescaled` each, in order; the downscaler runs once."""
+    unrounded = downscaler(hr)
+    task = task_of(downscaler)
+    target = task.reference_lr(hr, scale)  # the clean 8-bit fidelity target
+    out = []
+    for channel in channels:
+        coded = channel.code(unrounded)
+        sr = upscaler(coded.lr)
+        if task is COLORIZE:
+            scores = score_colorized(hr, coded.lr, sr, target, scale, is_gray)
+            out.append(Rescaled(coded.lr, sr, target, None, {**scores, "bpp": coded.bits_per_pixel()}))
+            continue
+        bicubic = channel.code(target) if reference else None
+        bicubic_sr = bicubic_upscale(bicubic.lr, scale) if bicubic is not None else None
+        scores = score(hr, coded.lr, sr, target, scale, is_gray, bicubic_sr)
+        scores["bpp"] = coded.bits_per_pixel()
+        if bicubic is not None:
+            scores["bicubic_bpp"] = bicubic.bits_per_pixel()
+        out.append(Rescaled(coded.lr, sr, target if bicubic is None else bicubic.lr, bicubic_sr, scores))
+    return out
 
 
 def score_colorized(hr, lr, sr, gray_lr, scale: int, is_gray) -> dict[str, torch.Tensor]:

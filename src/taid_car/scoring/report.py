@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from taid_car.atomic_write import write_atomically
+from taid_car.channel import channel_label
 from taid_car.scoring import tables
 from taid_car.scoring.results import SetResult
 from taid_car.scoring.tables import Column
@@ -23,9 +24,15 @@ ID_COLUMNS = [
 ]
 
 
-#: results.csv columns: the id columns, every score of the score table (empty where a task has
-#: none), and the task
-CSV_KEYS = [*(c.key for c in ID_COLUMNS), *SCORES, "task"]
+#: the LR channel of a row (:func:`~taid_car.channel.channel_label`), shown when a row is not png
+CHANNEL_COLUMN = Column("channel", "LR channel", channel_label, text=True)
+
+#: what results.csv records of the LR channel: its name, quality (empty for png), chroma subsampling
+CHANNEL_KEYS = ["channel", "quality", "subsampling"]
+
+#: results.csv columns: the id columns, the channel, every score of the score table (empty where a
+#: task has none; ``bpp`` / ``bicubic_bpp`` are bits per LR pixel), and the task
+CSV_KEYS = [*(c.key for c in ID_COLUMNS), *CHANNEL_KEYS, *SCORES, "task"]
 
 
 def _rows(results: Sequence[SetResult]) -> list[dict]:
@@ -34,12 +41,14 @@ def _rows(results: Sequence[SetResult]) -> list[dict]:
 
 def columns_for(rows: Sequence[dict]) -> list[Column]:
     """The rows' task scores (:mod:`taid_car.scoring.tasks`, titles and formats from its score
-    table) after the id columns, without those no row has a value for; the task's own titles
-    when all rows are of one task (colorization's LR column is "gray vs plain gray")."""
+    table) after the id columns (and the LR channel when a row is not png), without those no row
+    has a value for; the task's own titles when all rows are of one task (colorization's LR
+    column is "gray vs plain gray")."""
     tasks = tasks_of_results(rows) or [RESIZE]
     task = common_task(rows) or RESIZE
     scores = [name for name in columns_in_order(tasks) if any(row.get(name) is not None for row in rows)]
-    return ID_COLUMNS + [Column(name, task.title(name), SCORES[name].fmt) for name in scores]
+    channel = [CHANNEL_COLUMN] if any(channel_label(row) != "png" for row in rows) else []
+    return ID_COLUMNS + channel + [Column(name, task.title(name), SCORES[name].fmt) for name in scores]
 
 
 def markdown_table(results: Sequence[SetResult]) -> str:

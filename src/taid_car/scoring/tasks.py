@@ -9,7 +9,7 @@ tables, ``compare``, ``rescale roundtrip``, the baseline's gain lines and the im
 Bicubic & Bicubic reference score beside it, if any. A task can retitle a score (colorization's
 ``lr_psnr_y`` is "gray vs plain gray", not "LR vs bicubic").
 
-Only torch and the quantiser/imresize ops are imported here; the colour module lazily.
+Only torch is imported here; the channel, imresize and the colour module lazily.
 """
 
 from __future__ import annotations
@@ -42,21 +42,25 @@ SCORES: dict[str, Score] = {
     "lr_ssim_y": Score("LR SSIM vs bicubic", "{:.4f}", "LR SSIM vs bicubic LR"),
     "bicubic_psnr_y": Score("Bicubic PSNR-Y", "{:.2f}", "Bicubic & Bicubic PSNR-Y", "dB"),
     "bicubic_ssim_y": Score("Bicubic SSIM-Y", "{:.4f}", "Bicubic & Bicubic SSIM-Y"),
+    "bpp": Score("LR bits per LR pixel", "{:.3f}", "LR rate (bits per LR pixel)", "bpp", "bicubic_bpp"),
+    "bicubic_bpp": Score("Bicubic LR bits per LR pixel", "{:.3f}", "Bicubic LR rate (bits per LR pixel)", "bpp"),
 }
 
 
 def _bicubic_lr(hr: torch.Tensor, scale: int) -> torch.Tensor:
-    from taid_car.models.quantize import quantize_8bit
+    """The clean fidelity target: MATLAB-bicubic LR on the 8-bit grid (the lossless channel's
+    rounding; the Bicubic & Bicubic reference pair codes it through the pair's channel)."""
+    from taid_car.channel import LOSSLESS
     from taid_car.ops.imresize import bicubic_downscale
 
-    return quantize_8bit(bicubic_downscale(hr, scale))
+    return LOSSLESS.round(bicubic_downscale(hr, scale))
 
 
 def _plain_gray_lr(hr: torch.Tensor, scale: int) -> torch.Tensor:
+    from taid_car.channel import LOSSLESS
     from taid_car.models.colorize import plain_gray
-    from taid_car.models.quantize import quantize_8bit
 
-    return quantize_8bit(plain_gray(hr))
+    return LOSSLESS.round(plain_gray(hr))
 
 
 @dataclass(frozen=True)
@@ -116,9 +120,9 @@ class Task:
 
 RESIZE = Task(
     name="resize",
-    scores=("psnr_y", "ssim_y", "psnr_rgb", "lr_psnr_y"),
+    scores=("psnr_y", "ssim_y", "psnr_rgb", "lr_psnr_y", "bpp"),
     val_scores=("psnr_y", "ssim_y", "lr_psnr_y"),
-    reference_scores=("bicubic_psnr_y", "bicubic_ssim_y"),
+    reference_scores=("bicubic_psnr_y", "bicubic_ssim_y", "bicubic_bpp"),
     headline="psnr_y",
     headline_ssim="ssim_y",
     reference_lr=_bicubic_lr,
@@ -131,7 +135,7 @@ RESIZE = Task(
 
 COLORIZE = Task(
     name="colorize",
-    scores=("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y", "lr_psnr_y", "lr_ssim_y"),
+    scores=("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y", "lr_psnr_y", "lr_ssim_y", "bpp"),
     val_scores=("psnr_rgb", "ssim_rgb", "psnr_y", "lr_psnr_y", "lr_ssim_y"),
     reference_scores=(),
     headline="psnr_rgb",
@@ -142,7 +146,8 @@ COLORIZE = Task(
     scored_on="restored RGB vs HR (border 1); gray fidelity vs plain BT.601 gray",
     table_title="{method} colorization (restored RGB vs HR, border 1; gray fidelity vs plain gray)",
     min_scale=1,
-    titles={"lr_psnr_y": "gray vs plain gray (dB)", "lr_ssim_y": "gray SSIM vs plain gray"},
+    titles={"lr_psnr_y": "gray vs plain gray (dB)", "lr_ssim_y": "gray SSIM vs plain gray",
+            "bpp": "gray bits per pixel"},
 )
 
 TASKS: dict[str, Task] = {task.name: task for task in (RESIZE, COLORIZE)}

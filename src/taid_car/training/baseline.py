@@ -3,7 +3,8 @@
 A single ``python -m taid_car.run model=car`` answers "did the learned downscaler help?" only
 beside this row: Bicubic & Bicubic is beaten by any trained upscaler. :func:`baseline_config`
 turns a run's config into the bicubic run with the same upscaler, data (and HR crops), trainer,
-optimiser, scheduler and seed; :func:`gain_lines` states the difference per test set.
+optimiser, scheduler, seed and LR channel (a run through ``channel=jpeg`` has a baseline whose
+upscaler learns JPEG-coded bicubic LR; the pretraining too); :func:`gain_lines` states the difference per test set.
 
 ``baseline`` in ``config.yaml``: ``auto`` (on for a single run of a learned downscaler; in
 multirun sweeps, where bicubic is a job of its own, only for runs with ``model.pretrain_steps``,
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from taid_car.channel import channel_label
 from taid_car.config import CONFIG_DIR
 from taid_car.errors import ConfigError
 from taid_car.scoring.results import SetResult
@@ -183,7 +185,7 @@ def gain_lines(
     upscaler = "same upscaler" if len(ups) == 1 else "the baseline's own upscaler"
     withheld = no_verdict_reason(steps, fast_dev_run)
     method = {"learned": learned[0].method if learned else "", "baseline": baseline[0].method if baseline else ""}
-    scales = {r.set_name: r.scale for r in learned}
+    scales = {_gain_key(r, learned): r.scale for r in learned}
     task = _task(learned)
     psnr, ssim = task.headline, task.headline_ssim
     lines = []
@@ -201,18 +203,29 @@ def gain_lines(
     return lines
 
 
+def _gain_key(result: SetResult, rows: Sequence[SetResult]) -> str:
+    """A row's key in :func:`gains`: its set name for the run's own LR channel (the first row of
+    that set), ``<set> through <channel>`` for the others (``channel.test_qualities``)."""
+    first = next(r for r in rows if r.set_name == result.set_name)
+    if (result.channel, result.quality, result.subsampling) == (first.channel, first.quality, first.subsampling):
+        return result.set_name
+    return f"{result.set_name} through {channel_label(result.__dict__)}"
+
+
 def gains(learned: Sequence[SetResult], baseline: Sequence[SetResult]) -> dict[str, dict[str, float]]:
     """{set: {psnr_y, ssim_y, baseline_psnr_y, baseline_ssim_y, gain_psnr_y, gain_ssim_y}} for run.json
-    (``_rgb`` instead of ``_y`` for colorization)."""
-    by_set = {r.set_name: r for r in baseline}
+    (``_rgb`` instead of ``_y`` for colorization); rows of the same set and LR channel are
+    compared, each of the other channels keyed ``<set> through <channel>`` (:func:`_gain_key`)."""
+    by_key = {_gain_key(r, baseline): r for r in baseline}
     out = {}
     task = _task(learned)
     for r in learned:
-        if r.set_name not in by_set:
+        key_of_row = _gain_key(r, learned)
+        if key_of_row not in by_key:
             continue
         row = {}
         for key in (task.headline, task.headline_ssim):
-            ours, theirs = getattr(r, key), getattr(by_set[r.set_name], key)
+            ours, theirs = getattr(r, key), getattr(by_key[key_of_row], key)
             row |= {key: ours, f"baseline_{key}": theirs, f"gain_{key}": ours - theirs}
-        out[r.set_name] = row
+        out[key_of_row] = row
     return out

@@ -87,7 +87,8 @@ class ImagePanels(L.Callback):
         multiple = getattr(trainer.datamodule, "modcrop", None) or scale
         for name, hr in self._crops(trainer, multiple):
             hr = hr.unsqueeze(0).to(pl_module.device)
-            out = rescale_and_score(pl_module.downscaler, pl_module.upscaler, hr, scale, False)
+            out = rescale_and_score(pl_module.downscaler, pl_module.upscaler, hr, scale, False,
+                                    channel=getattr(pl_module, "val_channel", None))  # the LR as validation codes it
             broken = [part for part, image in (("LR", out.lr), ("SR", out.sr)) if not bool(torch.isfinite(image).all())]
             if broken:  # the module's own validation end decides whether the run diverged
                 log.warning("panels: no panel of %s at step %d: the model's %s %s NaN or infinite values",
