@@ -21,7 +21,12 @@ Writes into the multirun directory (the common parent of several run directories
   ``--metric`` descending (``headline``, the default: each run's task headline, so a colour sweep
   ranks on PSNR-RGB);
 - ``<metric>_per_set.png``: grouped bars per set and method, one panel per scale, the bicubic
-  reference marked on every bar;
+  reference marked on every bar (each run's own LR channel: the first row of a set);
+- with rows through a lossy LR channel (``channel=jpeg``, ``channel.test_qualities``, :mod:`taid_car.channel`):
+  ``<headline>_vs_quality.png`` and ``<headline>_vs_bpp.png``, the rate-distortion view: per
+  scale (rows) and set (columns), PSNR-Y (the headline) against the codec's quality and against
+  the rate (bits per LR pixel), one line per method, Bicubic & Bicubic dashed, each method's
+  clean (png) score a dotted level line;
 - ``training_curves.png``: training loss and the validation headline against the step, one line per run.
 
 Runs without ``results.json`` are listed as failed with the reason their files tell
@@ -46,6 +51,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from taid_car.atomic_write import write_atomically
+from taid_car.channel import channel_label
 from taid_car.errors import one_line
 from taid_car.runs import NoRunsError, Run, collect_runs, natural_key, read_metrics_csv
 from taid_car.scoring import tables
@@ -76,6 +82,9 @@ CSV_FIELDS = [
     "scale",
     "method",
     "run",
+    "channel",
+    "quality",
+    "subsampling",
     "task",
     "images",
     "headline",
@@ -97,17 +106,23 @@ def run_rows(run: Run) -> list[dict]:
     """One flat row per set of a finished run, with its run.json figures beside the scores."""
     params = run.summary.get("params") or {}
     down, up = params.get("downscaler"), params.get("upscaler")
-    rows = []
+    rows, seen = [], set()
     for result in run.results or []:
         task = task_of_result(result)
         scores = {name: _number(result.get(name)) for name in SCORES}
         psnr, bicubic = scores["psnr_y"], scores["bicubic_psnr_y"]
+        place = (str(result.get("set_name", "?")), int(result.get("scale", run.scale or 0)))
         rows.append(
             {
-                "set_name": str(result.get("set_name", "?")),
-                "scale": int(result.get("scale", run.scale or 0)),
+                "set_name": place[0],
+                "scale": place[1],
                 "method": str(result.get("method", run.method)),
                 "run": run.name,
+                "channel": str(result.get("channel") or "png"),
+                "quality": result.get("quality"),
+                "subsampling": result.get("subsampling"),
+                # the run's own LR channel: its first row of a set (bars show it; others add rows)
+                "primary": place not in seen,
                 "task": task.name,
                 "images": result.get("images"),
                 "headline": scores[task.headline],
@@ -122,6 +137,7 @@ def run_rows(run: Run) -> list[dict]:
                 "pretrain_steps": run.summary.get("pretrain_steps") or 0,
             }
         )
+        seen.add(place)
     return rows
 
 
@@ -130,13 +146,14 @@ def _number(value) -> float | None:
 
 
 def comparison_rows(runs: Iterable[Run], metric: str = "headline") -> list[dict]:
-    """Rows of all finished runs, sorted by set, scale, then ``metric`` descending."""
+    """Rows of all finished runs, sorted by set, scale, LR channel (png first, then each codec
+    from high quality to low), then ``metric`` descending."""
     rows = [row for run in runs for row in run_rows(run)]
 
     def key(row: dict):
         value = row.get(metric)
         value = -math.inf if value is None or math.isnan(value) else value
-        return (natural_key(row["set_name"]), row["scale"], -value, row["run"])
+        return (natural_key(row["set_name"]), row["scale"], *channel_order(row), -value, row["run"])
 
     return sorted(rows, key=key)
 
@@ -171,12 +188,20 @@ def _fmt(value: float | None, spec: str) -> str:
     return format(value, spec)
 
 
+def channel_order(row: dict) -> tuple:
+    """Sort key of a row's LR channel: png first, then each lossy codec from high quality to low."""
+    quality = row.get("quality")
+    return (row.get("channel", "png") != "png", str(row.get("channel", "png")),
+            -(quality if isinstance(quality, (int, float)) else 101))
+
+
 ID_COLUMNS = [
     Column("set_name", "Set", text=True),
     Column("scale", "Scale", "x{}", text=True),
     Column("method", "Method", text=True),
     Column("run", "Run", text=True),
 ]
+CHANNEL_COLUMN = Column("channel", "LR channel", channel_label, text=True)
 TAIL_COLUMNS = [
     Column(
         "params", "Params (down + up)",
@@ -201,6 +226,8 @@ def columns_for(rows: Sequence[dict]) -> list[Column]:
     tasks = tasks_of_results(rows) or [TASKS["resize"]]
     task = common_task(rows)
     columns = list(ID_COLUMNS)
+    if any(channel_label(row) != "png" for row in rows):
+        columns.append(CHANNEL_COLUMN)
     for name in columns_in_order(tasks):
         if any(row.get(name) is not None for row in rows):
             columns.append(_score_column(name, task.title(name) if task else SCORES[name].title))
@@ -340,7 +367,7 @@ def plot_metric_per_set(rows: Sequence[dict], metric: str, path: Path) -> Path:
     figure = _new_figure(max(5.0, 4.5 * len(scales)), 4.2)
     axes = figure.subplots(1, len(scales), squeeze=False)[0]
     for ax, scale in zip(axes, scales):
-        _bar_panel(ax, [r for r in rows if r["scale"] == scale], metric, colors)
+        _bar_panel(ax, [r for r in rows if r["scale"] == scale and r.get("primary", True)], metric, colors)
         ax.set_title(f"x{scale}")
         ax.set_xlabel("benchmark set")
         ax.set_ylabel(f"{label} ({unit})" if unit else label)
@@ -420,6 +447,83 @@ def _zoom(ax, values: Sequence[float], metric: str) -> None:
     low, high = min(values), max(values)
     pad = max((high - low) * 0.15, 0.02 if "ssim" in metric else 0.5)
     ax.set_ylim(max(low - 3 * pad, 0.0), high + 2 * pad)
+
+
+def is_lossy(row: dict) -> bool:
+    """Whether a row's LR went through a lossy channel at a quality (jpeg, webp)."""
+    return row.get("channel", "png") != "png" and row.get("quality") is not None
+
+
+def rate_distortion_series(rows: Sequence[dict]) -> dict[str, list[dict]]:
+    """The lossy rows as lines: one per method (``method (codec)`` when rows mix codecs; per
+    method and run where two runs of a method give the same point)."""
+    codecs = {row["channel"] for row in rows if is_lossy(row)}
+    groups: dict[str, list[dict]] = {}
+    for row in filter(is_lossy, rows):
+        groups.setdefault(row["method"] + (f" ({row['channel']})" if len(codecs) > 1 else ""), []).append(row)
+    series: dict[str, list[dict]] = {}
+    for label, members in groups.items():
+        points = [(m["scale"], m["set_name"], m["quality"]) for m in members]
+        if len(points) == len(set(points)):
+            series[label] = members
+            continue
+        for member in members:
+            series.setdefault(f"{label} [{member['run']}]", []).append(member)
+    return series
+
+
+#: the x axis of each rate-distortion plot: (row key, reference row key, axis label, file suffix)
+RD_AXES = {
+    "quality": ("quality", "quality", "codec quality (JPEG 1..100, WebP 0..100)", "vs_quality"),
+    "bpp": ("bpp", "bicubic_bpp", "rate: bits per LR pixel", "vs_bpp"),
+}
+
+
+def plot_rate_distortion(rows: Sequence[dict], axis: str, path: Path) -> Path:
+    """The headline (PSNR-Y) against the lossy channel's quality (``axis="quality"``) or rate
+    (``"bpp"``), one panel per scale (row) and set (column), one line per method
+    (:func:`rate_distortion_series`), Bicubic & Bicubic dashed black, each method's clean (png)
+    score a dotted level line in its colour."""
+    x_key, reference_x, x_label, _ = RD_AXES[axis]
+    lossy = [row for row in rows if is_lossy(row)]
+    series = rate_distortion_series(rows)
+    scales = sorted({row["scale"] for row in lossy})
+    sets = sorted({row["set_name"] for row in lossy}, key=natural_key)
+    colors = {label: f"C{i % 10}" for i, label in enumerate(sorted(series))}
+    clean = {(r["method"], r["scale"], r["set_name"]): r["headline"] for r in rows
+             if r.get("channel", "png") == "png" and _finite(r.get("headline"))}
+    score = metric_score("headline", rows)
+    figure = _new_figure(max(5.0, 4.2 * len(sets)), 3.6 * len(scales) + 0.9)
+    axes = figure.subplots(len(scales), len(sets), squeeze=False)
+    for i, scale in enumerate(scales):
+        for j, set_name in enumerate(sets):
+            ax = axes[i][j]
+            here = [r for r in lossy if r["scale"] == scale and r["set_name"] == set_name]
+            for label in sorted(series):
+                points = sorted((m[x_key], m["headline"]) for m in series[label]
+                                if m["scale"] == scale and m["set_name"] == set_name
+                                and _finite(m.get(x_key)) and _finite(m.get("headline")))
+                if not points:
+                    continue
+                ax.plot(*zip(*points), marker="o", markersize=3, color=colors[label], label=label)
+                level = clean.get((series[label][0]["method"], scale, set_name))
+                if level is not None:
+                    ax.axhline(level, color=colors[label], linestyle=":", linewidth=1)
+            reference: dict[tuple, tuple[float, float]] = {}
+            for row in here:  # one point per channel and quality (the same crop's reference)
+                if _finite(row.get(reference_x)) and _finite(row.get("headline_reference")):
+                    reference.setdefault((row["channel"], row["quality"]), (row[reference_x], row["headline_reference"]))
+            if reference:
+                ax.plot(*zip(*sorted(reference.values())), color="black", linestyle="--", marker="x",
+                        markersize=4, linewidth=1.2, label="Bicubic & Bicubic")
+            ax.set_title(f"x{scale} {set_name}", fontsize=9)
+            ax.set_xlabel(x_label)
+            ax.set_ylabel(f"{score.label} ({score.unit})" if score.unit else score.label)
+            ax.grid(alpha=0.3)
+    _figure_legend(figure, axes.ravel())
+    what = "quality" if axis == "quality" else "rate (bits per LR pixel)"
+    figure.suptitle(f"{score.label} against the LR codec's {what} (dotted: each method's clean png score)")
+    return write_atomically(path, lambda f: figure.savefig(f, format="png", dpi=120))
 
 
 def _curve(series: dict[str, list], aliases: Sequence[str]) -> list[tuple[float, float]]:
@@ -511,7 +615,8 @@ def compare(
 ) -> dict[str, Path]:
     """Read the runs, write comparison.md/.csv and the PNG plots, print the table.
 
-    Returns the written files by kind (``md``, ``csv``, ``bars``, ``curves``).
+    Returns the written files by kind (``md``, ``csv``, ``bars``, ``curves``; ``quality`` and
+    ``bpp``, the rate-distortion plots, when rows went through a lossy LR channel).
     Raises :class:`NoRunsError` when no run, or no finished run, is found.
     """
     if metric not in METRIC_CHOICES:
@@ -533,6 +638,11 @@ def compare(
     shown = task.headline if metric == "headline" and task else metric  # psnr_y_per_set.png, not headline_
     written["bars"] = plot_metric_per_set(rows, metric, out / f"{shown}_per_set.png")
     plots[f"{metric_score(metric, rows).label} per set"] = written["bars"]
+    if any(is_lossy(row) for row in rows):  # the rate-distortion view
+        headline = task.headline if task else "headline"
+        for axis, (_, _, _, suffix) in RD_AXES.items():
+            written[axis] = plot_rate_distortion(rows, axis, out / f"{headline}_{suffix}.png")
+            plots[f"{metric_score('headline', rows).label} against the LR codec's {axis}"] = written[axis]
     curves, no_curves = collect_curves(runs)
     if curves:
         written["curves"] = plot_training_curves(

@@ -260,7 +260,8 @@ def channel_label(record: Mapping) -> str:
 def build_channel(node: Mapping | None, quantizer: Quantizer | None = None) -> LRChannel:
     """The channel a ``channel`` config node describes (``name`` png | jpeg | webp, ``quality``,
     ``subsampling``, ``train_rule``; ``test_qualities`` is the scoring's, not the channel's);
-    None or no node: ``png``. ``quantizer``: the run's 8-bit rounding rules."""
+    None or no node: ``png``. A key the channel does not take may be null (png.yaml lists
+    ``quality: null``), never set. ``quantizer``: the run's 8-bit rounding rules."""
     node = dict(node or {})
     name = node.pop("name", "png")
     if name not in CHANNELS:
@@ -270,6 +271,7 @@ def build_channel(node: Mapping | None, quantizer: Quantizer | None = None) -> L
     if isinstance(node.get("quality"), Sequence) and not isinstance(node.get("quality"), str):
         node["quality"] = tuple(node["quality"])
     allowed = {"png": set(), "jpeg": {"quality", "subsampling", "train_rule"}, "webp": {"quality"}}[name]
+    node = {key: value for key, value in node.items() if key in allowed or value is not None}  # null: not set
     unknown = sorted(set(node) - allowed)
     if unknown:
         raise ConfigError(f"channel={name} takes no {', '.join('channel.' + k for k in unknown)}")

@@ -3,7 +3,9 @@
 * Downscaling applies the ×s downscaler n times. Every intermediate LR is rounded to the 8-bit
   grid, as a saved PNG would hold it, by the run's quantiser (``Downscaler.quantizer``: the
   clamp's own gradient, straight-through for the rounding when trained end-to-end); the last one
-  is left to the caller, like any downscaler's output.
+  is left to the caller, like any downscaler's output. The intermediate LRs are internal: only
+  the last, the LR that is stored, goes through the pair's LR channel (:mod:`taid_car.channel`:
+  JPEG, say), in training and at evaluation alike.
 * Upscaling applies the ×s upscaler n times; the intermediate SR images are clamped to [0, 1]
   (an image's range), not rounded.
 * A fixed bicubic downscaler or upscaler is not recursed: the Bicubic LR (or SR) at ×sⁿ is
