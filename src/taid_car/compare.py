@@ -522,7 +522,8 @@ def plot_rate_distortion(rows: Sequence[dict], axis: str, path: Path) -> Path:
             ax.grid(alpha=0.3)
     _figure_legend(figure, axes.ravel())
     what = "quality" if axis == "quality" else "rate (bits per LR pixel)"
-    figure.suptitle(f"{score.label} against the LR codec's {what} (dotted: each method's clean png score)")
+    figure.suptitle(f"{score.label} against the LR codec's {what}\n(dotted: each method's clean png score)",
+                    fontsize=10)
     return write_atomically(path, lambda f: figure.savefig(f, format="png", dpi=120))
 
 
