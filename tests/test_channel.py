@@ -117,3 +117,40 @@ def test_the_channel_rounds_with_the_runs_quantizer():
     lr.grad = None
     own.train(lr).sum().backward()
     assert bool((lr.grad == 0).all())  # the clamp's own gradient: none outside [0, 1]
+
+
+def test_evaluation_labels_and_scoring_channels():
+    from taid_car.channel import channel_label, scoring_channels
+
+    ranged = build_channel({"name": "jpeg", "quality": [50, 95], "subsampling": "4:4:4"})
+    assert ranged.evaluation() == JPEGChannel(quality=72, subsampling="4:4:4")  # the range's middle
+    assert ranged.label == "jpeg q50-95 4:4:4" and ranged.evaluation().label == "jpeg q72 4:4:4"
+    assert build_channel(None).label == "png" and build_channel({"name": "webp", "quality": 0}).label == "webp q0"
+    assert channel_label({"method": "old row"}) == "png"  # rows written before the channel was recorded
+    own_first = scoring_channels({"name": "jpeg", "quality": 75, "test_qualities": [30, 75, 90]})
+    assert [c.quality for c in own_first] == [75, 30, 90]  # the own quality once
+    only = scoring_channels({"name": "jpeg", "quality": 75, "test_qualities": [30, 90]}, own=False)
+    assert [c.quality for c in only] == [30, 90]
+    assert [c.quality for c in scoring_channels({"name": "webp", "test_qualities": [0, 100]}, own=False)] == [0, 100]
+    assert scoring_channels({"name": "png", "quality": None, "subsampling": None})[0] == PNGChannel()  # png.yaml's nulls
+
+
+def test_encode_gives_the_files_code_decodes():
+    channel = JPEGChannel(quality=55)
+    lr = _image(5) * 1.1 - 0.05
+    (data,) = channel.encode(lr)
+    coded = channel.code(lr)
+    assert coded.bits.tolist() == [8.0 * len(data)] and data[:2] == b"\xff\xd8"
+    with Image.open(io.BytesIO(data)) as img:
+        assert np.array_equal(np.asarray(img), np.round(coded.lr[0].permute(1, 2, 0).numpy() * 255))
+    assert PNGChannel().encode(lr)[0][:4] == b"\x89PNG" and channel.suffix == ".jpg"
+
+
+def test_a_run_channel_is_checked_at_start():
+    from taid_car.channel import check_run_channel
+
+    assert check_run_channel({"name": "jpeg", "quality": [50, 95], "test_qualities": [30]}).is_range
+    with pytest.raises(ConfigError, match="evaluation only"):
+        check_run_channel({"name": "webp", "quality": 80})
+    with pytest.raises(ConfigError, match=r"channel\.test_qualities=\[30, 0\]"):
+        check_run_channel({"name": "jpeg", "test_qualities": [30, 0]})
