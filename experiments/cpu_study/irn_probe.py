@@ -30,7 +30,7 @@ from taid_car.models.downscaler import crop_multiple
 from taid_car.models.trained import load_pair
 from taid_car.runs import find_run_dirs, tested_checkpoint
 from taid_car.scoring.benchmark import evaluate_set
-from taid_car.scoring.pipeline import downscale_8bit, score_sr
+from taid_car.scoring.pipeline import downscale, score_sr
 
 GAUSSIAN_SCALES = (1.0, 0.5, 0.0)
 
@@ -52,7 +52,7 @@ def oracle_z(pair, dataset) -> tuple[float, float]:
         item = dataset[index]
         hr = item["hr"].unsqueeze(0)
         z = net(hr)[:, 3:]
-        lr = downscale_8bit(pair.downscaler, hr)
+        lr = downscale(pair.downscaler, hr).lr  # png: the 8-bit LR
         sr = net(torch.cat([lr, z], 1), rev=True)[:, :3]
         psnrs.append(score_sr(sr, hr, pair.scale, torch.tensor([bool(item["is_gray"])]))["psnr_y"].item())
         stds.append(z.std().item())
