@@ -206,3 +206,22 @@ def test_a_killed_and_resumed_quality_range_run_ends_with_the_weights_of_the_run
     a, b = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
             for d in (tmp_path / "straight", killed_dir))
     assert max(float((a[k] - b[k]).abs().max()) for k in a) == 0.0
+
+
+def test_the_baseline_gain_is_stated_per_set_and_lr_channel():
+    from taid_car.scoring.results import SetResult
+    from taid_car.training.baseline import gain_lines, gains
+
+    def row(method: str, psnr: float, **channel) -> SetResult:
+        return SetResult(method=method, set_name="Set5", scale=4, images=5, psnr_y=psnr, ssim_y=0.8, psnr_rgb=psnr,
+                         lr_psnr_y=40.0, bicubic_psnr_y=27.0, bicubic_ssim_y=0.7, **channel)
+
+    jpeg = {"channel": "jpeg", "quality": 30, "subsampling": "4:2:0"}
+    learned = [row("car & e", 28.5), row("car & e", 27.0, **jpeg)]
+    baseline = [row("bicubic & e", 28.0), row("bicubic & e", 27.2, **jpeg)]
+    per_set = gains(learned, baseline)
+    assert list(per_set) == ["Set5", "Set5 through jpeg q30 4:2:0"]
+    assert per_set["Set5 through jpeg q30 4:2:0"]["gain_psnr_y"] == pytest.approx(-0.2)
+    clean, coded = gain_lines(learned, baseline, steps=2000)
+    assert "+0.50 dB" in clean and "helped" in clean
+    assert coded.startswith("Set5 through jpeg q30 4:2:0 x4") and "-0.20 dB" in coded and "did not help" in coded
