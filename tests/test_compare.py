@@ -19,6 +19,7 @@ from taid_car.compare import compare, comparison_rows, format_count, format_seco
 from taid_car.crops import aligned_box, load_pair, render
 from taid_car.crops import main as crops_main
 from taid_car.data.io import read_image
+from taid_car.ops.imresize import bicubic_downscale
 from taid_car.run import train
 from taid_car.runs import NoRunsError, collect_runs, read_metrics_csv
 from taid_car.runs import tested_checkpoint as checkpoint_tested_with
@@ -304,6 +305,18 @@ def test_crops_of_a_real_multirun(real_multirun, tmp_path):
     assert crops_main([str(real_multirun), "--image", str(image), "--box", "3", "5", "20", "--output", str(out)]) == 0
     assert [p.name for p in out.iterdir()] == ["crops_x2_img0.png"]
     assert_png(out / "crops_x2_img0.png")
+
+    # through one given channel: every run's LR and the reference's stored alike, a file of its own
+    from taid_car.channel import build_channel
+
+    jpeg = build_channel({"name": "jpeg", "quality": 50})
+    reference, bicubic_run, _ = render(hr, False, 2, [load_pair(run).through(jpeg) for run in runs], jpeg)
+    assert torch.equal(bicubic_run.lr, reference.lr)
+    assert torch.equal(reference.lr, jpeg.code(bicubic_downscale(hr, 2)).lr)
+    assert crops_main([str(real_multirun), "--image", str(image), "--output", str(out),
+                       "--channel", "jpeg", "--quality", "50"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["crops_x2_img0.png", "crops_x2_img0_jpeg_q50_420.png"]
+    assert crops_main([str(real_multirun), "--image", str(image), "--output", str(out), "--quality", "50"]) == 2
 
 
 def test_crops_errors_name_the_problem(real_multirun, tmp_path, capsys):

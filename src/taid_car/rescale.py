@@ -252,6 +252,18 @@ def with_channel(args: argparse.Namespace, pair: TrainedPair) -> TrainedPair:
         raise UsageError(f"--channel/--quality/--subsampling: {err}") from err
 
 
+def channel_options() -> argparse.ArgumentParser:
+    """``--channel``, ``--quality``, ``--subsampling`` (a parent parser; read by :func:`with_channel`)."""
+    channel = argparse.ArgumentParser(add_help=False)
+    channel.add_argument("--channel", choices=list(CHANNELS), default=None,
+                         help="the LR channel the LR is stored through (default: the checkpoint's own)")
+    channel.add_argument("--quality", type=int, default=None,
+                         help="quality of a jpeg (1..100) or webp (0..100) channel")
+    channel.add_argument("--subsampling", choices=list(SUBSAMPLINGS), default=None,
+                         help="JPEG chroma subsampling (default 4:2:0)")
+    return channel
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -293,13 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    channel = argparse.ArgumentParser(add_help=False)
-    channel.add_argument("--channel", choices=list(CHANNELS), default=None,
-                         help="the LR channel the LR is stored through (default: the checkpoint's own)")
-    channel.add_argument("--quality", type=int, default=None,
-                         help="quality of a jpeg (1..100) or webp (0..100) channel")
-    channel.add_argument("--subsampling", choices=list(SUBSAMPLINGS), default=None,
-                         help="JPEG chroma subsampling (default 4:2:0)")
+    channel = channel_options()
     down = commands.add_parser(
         "downscale", parents=[common, channel], help="HR images -> 8-bit LR files (PNG, or JPEG/WebP through the channel)"
     )
