@@ -109,11 +109,11 @@ def test_webp_is_evaluation_only():
 def test_the_channel_rounds_with_the_runs_quantizer():
     from taid_car.models.quantize import Quantizer
 
-    through = JPEGChannel(quantizer=Quantizer("ste", through_clamp=True), quality=90)
+    through = JPEGChannel(quantizer=Quantizer("ste", through_clamp=True), quality=90, train_rule="ste")
     lr = torch.full((1, 3, 16, 16), 1.2, requires_grad=True)
     through.train(lr).sum().backward()
     assert bool((lr.grad == 1).all())  # IRN's rule: the gradient passes the clamp too
-    own = JPEGChannel(quality=90)
+    own = JPEGChannel(quality=90, train_rule="ste")
     lr.grad = None
     own.train(lr).sum().backward()
     assert bool((lr.grad == 0).all())  # the clamp's own gradient: none outside [0, 1]

@@ -135,17 +135,21 @@ def test_a_bad_channel_stops_the_run_at_start(tmp_path, overrides, message):
     assert not (tmp_path / "checkpoints").exists()  # nothing built or trained
 
 
-def test_a_recursions_intermediate_levels_are_rounded_only(tmp_path, monkeypatch):
+@pytest.mark.parametrize("rule", ["ste", "diff"])
+def test_a_recursions_intermediate_levels_are_rounded_only(tmp_path, monkeypatch, rule):
+    from taid_car.channel import diff_jpeg
+
     model = _model(tmp_path, "scale=4", "model.downscaler.recursive=true", "upscaler=taid_tiny",
-                   "channel=jpeg", "channel.quality=60")
+                   "channel=jpeg", "channel.quality=60", f"channel.train_rule={rule}")
     coded_shapes = []
-    roundtrip = codecs.jpeg_roundtrip
+    module, name = (codecs, "jpeg_roundtrip") if rule == "ste" else (diff_jpeg, "diff_jpeg")
+    coder = getattr(module, name)
 
     def spy(images, *args, **kwargs):
         coded_shapes.append(tuple(images.shape[-2:]))
-        return roundtrip(images, *args, **kwargs)
+        return coder(images, *args, **kwargs)
 
-    monkeypatch.setattr(codecs, "jpeg_roundtrip", spy)
+    monkeypatch.setattr(module, name, spy)
     assert model.downscaler.recursive and model.downscaler.net.levels == 2
     model.compute_losses(_hr(4))
     assert coded_shapes == [(8, 8)]  # the stored x4 LR only, not the x2 level

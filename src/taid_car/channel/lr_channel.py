@@ -154,7 +154,7 @@ class JPEGChannel(LRChannel):
 
     quality: int | tuple[int, int] = 75
     subsampling: str = "4:2:0"
-    train_rule: str = "ste"
+    train_rule: str = "diff"
     name = "jpeg"
     codec = "jpeg"
     suffix = ".jpg"
