@@ -2,16 +2,11 @@
 
 The authors' design (pkuxmq/Invertible-Image-Rescaling, ``codes/models/modules/Inv_arch.py`` and
 ``Subnet_constructor.py``), written here from their description and code, with their module and
-parameter names, so their released checkpoints load strictly (:func:`load_authors_irn`):
+parameter names, so their released checkpoints load strictly
+(:func:`~taid_car.models.checkpoints.load_authors_checkpoint`). Its
+building blocks (Haar transform, affine coupling blocks, dense subnets) are the shared ones of
+:mod:`taid_car.models.invertible`:
 
-* :class:`HaarDownsampling`: the 2×2 Haar transform per channel, (B,C,H,W) -> (B,4C,H/2,W/2),
-  channels ordered [all low-pass, all horizontal, all vertical, all diagonal] (each /4 on the
-  forward); exactly invertible (``rev=True``). Its fixed weights are a buffer ``haar_weights``.
-* :class:`InvBlockExp`: an affine coupling block on a split (x1: ``split`` channels, the LR part;
-  x2: the rest). Forward ``y1 = x1 + F(x2)``, ``s = clamp·(2σ(H(y1)) − 1)``,
-  ``y2 = x2·exp(s) + G(y1)``; the inverse undoes it exactly. ``clamp`` = 1.
-* :class:`DenseBlock`: the subnets F, G, H: five 3×3 convolutions with dense connections,
-  growth ``gc`` = 32, LeakyReLU 0.2; Xavier-normal init ×0.1, the last convolution zero.
 * :class:`InvRescaleNet`: log2(s) stages of [Haar, ``blocks`` coupling blocks]; forward
   HR (B,3,H,W) -> (B,3·s²,H/s,W/s), channels [LR (3) | z (3s²−3)]; ``rev=True`` maps
   [LR | z] back to HR.
@@ -25,15 +20,14 @@ upscaler (``upscaler=irn_inverse``: one network, shared weights).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from taid_car.errors import ConfigError
 from taid_car.models.downscaler import Downscaler
+from taid_car.models.invertible import HaarDownsampling, InvBlockExp, haar_stages, per_hr_value
 from taid_car.ops.imresize import bicubic_downscale
 
 #: coupling blocks per ×2 stage and growth channels: the authors' (8, 32) and a CPU-sized one that
@@ -44,84 +38,6 @@ IRN_PRESETS: dict[str, dict] = {
     "paper": {"blocks": 8, "gc": 32},
     "tiny": {"blocks": 8, "gc": 8},
 }
-
-
-def _haar_filters(channels: int) -> torch.Tensor:
-    """(4C,1,2,2): low-pass, horizontal, vertical and diagonal 2×2 Haar filters, per channel."""
-    w = torch.ones(4, 1, 2, 2)
-    w[1, 0, 0, 1] = w[1, 0, 1, 1] = -1
-    w[2, 0, 1, 0] = w[2, 0, 1, 1] = -1
-    w[3, 0, 1, 0] = w[3, 0, 0, 1] = -1
-    return torch.cat([w] * channels, 0)
-
-
-class HaarDownsampling(nn.Module):
-    """(B,C,H,W) <-> (B,4C,H/2,W/2), the orthogonal-up-to-scale 2×2 Haar transform."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.channels = channels
-        self.register_buffer("haar_weights", _haar_filters(channels))
-
-    def forward(self, x: torch.Tensor, rev: bool = False) -> torch.Tensor:
-        b, _, h, w = x.shape
-        if not rev:
-            out = F.conv2d(x, self.haar_weights, stride=2, groups=self.channels) / 4.0
-            out = out.reshape(b, self.channels, 4, h // 2, w // 2).transpose(1, 2)
-            return out.reshape(b, self.channels * 4, h // 2, w // 2)
-        out = x.reshape(b, 4, self.channels, h, w).transpose(1, 2).reshape(b, self.channels * 4, h, w)
-        return F.conv_transpose2d(out, self.haar_weights, stride=2, groups=self.channels)
-
-
-class DenseBlock(nn.Module):
-    """IRN's subnet: (B,in,H,W) -> (B,out,H,W), five densely connected 3×3 convolutions."""
-
-    def __init__(self, channel_in: int, channel_out: int, gc: int = 32) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channel_in, gc, 3, 1, 1)
-        self.conv2 = nn.Conv2d(channel_in + gc, gc, 3, 1, 1)
-        self.conv3 = nn.Conv2d(channel_in + 2 * gc, gc, 3, 1, 1)
-        self.conv4 = nn.Conv2d(channel_in + 3 * gc, gc, 3, 1, 1)
-        self.conv5 = nn.Conv2d(channel_in + 4 * gc, channel_out, 3, 1, 1)
-        self.lrelu = nn.LeakyReLU(negative_slope=0.2)
-        for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
-            nn.init.xavier_normal_(conv.weight)
-            conv.weight.data *= 0.1
-            nn.init.zeros_(conv.bias)
-        nn.init.zeros_(self.conv5.weight)
-        nn.init.zeros_(self.conv5.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1 = self.lrelu(self.conv1(x))
-        x2 = self.lrelu(self.conv2(torch.cat((x, x1), 1)))
-        x3 = self.lrelu(self.conv3(torch.cat((x, x1, x2), 1)))
-        x4 = self.lrelu(self.conv4(torch.cat((x, x1, x2, x3), 1)))
-        return self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
-
-
-class InvBlockExp(nn.Module):
-    """Affine coupling on (x1: ``split`` channels | x2: the rest), exactly invertible."""
-
-    def __init__(self, channels: int, split: int, gc: int = 32, clamp: float = 1.0) -> None:
-        super().__init__()
-        self.split_len1, self.split_len2 = split, channels - split
-        self.clamp = clamp
-        self.F = DenseBlock(self.split_len2, self.split_len1, gc)
-        self.G = DenseBlock(self.split_len1, self.split_len2, gc)
-        self.H = DenseBlock(self.split_len1, self.split_len2, gc)
-
-    def _scale(self, y1: torch.Tensor) -> torch.Tensor:
-        return self.clamp * (torch.sigmoid(self.H(y1)) * 2 - 1)
-
-    def forward(self, x: torch.Tensor, rev: bool = False) -> torch.Tensor:
-        x1, x2 = x[:, : self.split_len1], x[:, self.split_len1 :]
-        if not rev:
-            y1 = x1 + self.F(x2)
-            y2 = x2 * torch.exp(self._scale(y1)) + self.G(y1)
-        else:
-            y2 = (x2 - self.G(x1)) / torch.exp(self._scale(x1))
-            y1 = x1 - self.F(y2)
-        return torch.cat((y1, y2), 1)
 
 
 class InvRescaleNet(nn.Module):
@@ -159,16 +75,7 @@ class InvRescaleNet(nn.Module):
 def stages_of(scale: int) -> int:
     """log2(scale) for a power-of-two ``scale`` >= 2; a :class:`ConfigError` (a ValueError)
     naming ``scale`` otherwise."""
-    stages = round(math.log2(scale)) if scale >= 2 else 0
-    if stages < 1 or 2**stages != scale:
-        raise ConfigError(f"scale={scale}: IRN works at powers of two (x2, x4, x8), e.g. scale=4")
-    return stages
-
-
-def _per_hr_value(per_image_sum: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-    """The authors' per-image sums, averaged over the batch, divided by the HR values per image
-    (3·H·W): the scale of the Rescaler's mean L1, so the authors' weights carry over unchanged."""
-    return per_image_sum.mean() / hr[0].numel()
+    return haar_stages(scale, "IRN")
 
 
 class IRNDownscaler(Downscaler):
@@ -223,8 +130,8 @@ class IRNDownscaler(Downscaler):
         self._last = None
         with torch.no_grad():
             target = bicubic_downscale(hr, self.scale)
-        return {"guidance": _per_hr_value(((raw - target) ** 2).sum(dim=(1, 2, 3)), hr),
-                "z_distribution": _per_hr_value((z**2).sum(dim=(1, 2, 3)), hr)}
+        return {"guidance": per_hr_value(((raw - target) ** 2).sum(dim=(1, 2, 3)), hr),
+                "z_distribution": per_hr_value((z**2).sum(dim=(1, 2, 3)), hr)}
 
     def inverse(self) -> IRNUpscaler:
         """The tied upscaler: this network run backwards (it shares every weight)."""
