@@ -29,6 +29,21 @@ def compose_run(overrides: list[str], output_dir: Path | None = None) -> DictCon
     return cfg
 
 
+def model_configs() -> list[str]:
+    """Every method the suite ships: each file of ``conf/model/`` but the shared ``_base.yaml``
+    (tests parametrised over it cover a method added later without an edit)."""
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def model_scales(model: str) -> list[int]:
+    """The scales a smoke test runs ``model=<model>`` at: the one its config fixes (colorization:
+    1), else 2 and 4."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(Path(CONFIG_DIR) / "model" / f"{model}.yaml")
+    return [int(node.scale)] if "scale" in node else [2, 4]
+
+
 def compose_evaluate(overrides: list[str]) -> DictConfig:
     """Compose ``evaluate.yaml`` (progress bars off)."""
     GlobalHydra.instance().clear()

@@ -23,13 +23,6 @@ def test_presets():
         build_edsr("huge", 2)
 
 
-def test_a_preset_value_per_scale_is_taken_at_the_scale():
-    assert [build_edsr("irn_size", s).head[0].out_channels for s in (2, 4, 8)] == [38, 63, 107]
-    assert build_edsr("irn_size", 4, n_feats=16).head[0].out_channels == 16  # an override wins
-    with pytest.raises(ValueError, match=r"'irn_size' gives n_feats for scales \[2, 4, 8\] only, not 3"):
-        build_edsr("irn_size", 3)
-
-
 @pytest.mark.parametrize("scale", [5, 6, 1])
 def test_bad_scale(scale):
     with pytest.raises(ValueError, match=f"got {scale}"):

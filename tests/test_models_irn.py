@@ -101,7 +101,7 @@ def test_irn_runs_as_a_tied_pair_through_the_suite(tmp_path):
     from taid_car.run import build_rescaler
 
     cfg = compose_run(["model=irn", "scale=2", "data.lr_patch_size=8"], tmp_path)
-    assert cfg.upscaler.tied and cfg.model.baseline_upscaler == "edsr_irn_size"
+    assert cfg.upscaler.tied and cfg.model.baseline_upscaler == "size_matched"
     assert cfg.model.grad_clip_norm == pytest.approx(10 / (3 * 16**2))  # the authors' 10, per HR value
     model = build_rescaler(cfg)
     assert model.upscaler.downscaler is model.downscaler

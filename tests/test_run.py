@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from helpers import compose_run
+from helpers import compose_run, model_configs, model_scales
 from taid_car.config import CONFIG_DIR
 from taid_car.models.quantize import quantize_8bit
 from taid_car.ops.imresize import bicubic_downscale, bicubic_upscale
@@ -19,7 +20,7 @@ from taid_car.scoring.metrics import psnr_y
 
 CONF = Path(CONFIG_DIR)
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+MODELS = model_configs()
 UPSCALERS = sorted(p.stem for p in (CONF / "upscaler").glob("*.yaml"))
 GROUP_OPTIONS = [
     f"{group}={p.stem}"
@@ -69,23 +70,31 @@ def test_misspelt_key_and_unknown_option_fail_at_start(tmp_path):
         compose_run(["trainer.max_stepz=3"], tmp_path)
 
 
-@pytest.mark.parametrize("scale", [2, 4])
-@pytest.mark.parametrize("model", ["car", "taid", "bicubic"])
+#: every model config at each of its scales; the first in the fast set, the others slow (make test)
+SMOKE = [pytest.param(m, scale, marks=[pytest.mark.slow] if i else []) for m in MODELS
+         for i, scale in enumerate(model_scales(m))]
+
+
+@pytest.mark.parametrize(("model", "scale"), SMOKE)
 def test_fast_dev_run_each_model(model, scale, tmp_path):
+    """Every file of conf/model/, the colour ones included: one batch of training (every weighted
+    term logged and finite), the test table, and the equal-budget baseline of a learned method."""
     cfg = compose_run([f"model={model}", f"scale={scale}", "debug=fast_dev_run"], tmp_path)
     outcome = train(cfg)
     results = outcome["results"]
     assert [r.set_name for r in results] == ["sample"]
     assert results[0].scale == scale and results[0].method.startswith(model)
     assert (tmp_path / "results.md").is_file()
-    for name in ("train/loss", "train/l1"):
-        assert torch.isfinite(torch.tensor(outcome["metrics"][name]))
-    if model == "car":
-        assert "train/offset_magnitude" in outcome["metrics"] and "train/offset_tv" in outcome["metrics"]
-    if model != "bicubic":  # a single run of a learned downscaler brings its equal-budget baseline
-        assert [r.method for r in outcome["baseline"]] == ["bicubic & edsr_tiny"]
-    if model == "taid":
-        assert "train/guidance" in outcome["metrics"]
+    weights = outcome["model"].loss_weights
+    terms = ["loss", *(name for name, weight in weights.items() if weight)]
+    for name in terms:
+        assert torch.isfinite(torch.tensor(outcome["metrics"][f"train/{name}"])), name
+    baseline = cfg.model.baseline_model
+    if model != baseline:  # a single run of a learned downscaler brings its equal-budget baseline
+        assert [r.method.split(" & ")[0] for r in outcome["baseline"]] == [baseline]
+        assert "baseline" in json.loads((tmp_path / "run.json").read_text())
+    else:
+        assert outcome["baseline"] is None
 
 
 def test_seed_zero_is_applied_and_null_is_not(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import compose_run
+from helpers import compose_run, model_configs
 from taid_car.errors import UsageError
 from taid_car.settings import RUN_RULES, SettingError, check_settings
 
@@ -57,7 +57,7 @@ def test_out_of_range_setting_is_named(tmp_path, override, named):
     assert isinstance(caught.value, UsageError)  # exit status 2 through errors.reported
 
 
-SHIPPED = [[f"model={m}"] for m in ("car", "taid", "irn", "bicubic", "taid_color", "gray")] + [
+SHIPPED = [[f"model={m}"] for m in model_configs()] + [
     ["model=car", extra] for extra in ("experiment=cpu_study", "experiment=car_paper", "experiment=irn_paper",
                                        "experiment=color_study", "debug=overfit", "debug=fast_dev_run",
                                        "scheduler=multistep", "scheduler=none", "trainer=ddp")]

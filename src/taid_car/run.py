@@ -26,11 +26,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from taid_car import signals
 from taid_car.atomic_write import write_atomically
 from taid_car.channel import build_channel, check_run_channel
-from taid_car.config import CONFIG_DIR, check_scale
+from taid_car.config import CONFIG_DIR, check_scale, upscaler_named_on_command_line
 from taid_car.errors import ConfigError, one_line, reported
 from taid_car.models.checkpoints import CheckpointError
-from taid_car.models.pair import build_pair, pair_parameter_counts
-from taid_car.models.rescaler import Rescaler
+from taid_car.models.pair import build_pair, pair_parameter_counts, pair_with_inverse
+from taid_car.models.rescaler import Rescaler, training_options
 from taid_car.models.trained import init_upscaler_from, method_name, read_run_checkpoint
 from taid_car.rundir import held_run_dir, is_secondary_rank, refuse_held_results, runs_this_sweep_job
 from taid_car.scoring.report import columns_for, markdown_table, print_results, write_results
@@ -54,7 +54,8 @@ log = logging.getLogger(__name__)
 
 def build_rescaler(cfg: DictConfig, val_set_names=(), test_set_names=()) -> Rescaler:
     """The LightningModule the config describes (the pair built by
-    :func:`~taid_car.models.pair.build_pair`, the rest by Hydra's ``instantiate``).
+    :func:`~taid_car.models.pair.build_pair`, the method's training block from its ``model``
+    node by :func:`~taid_car.models.rescaler.training_options`, the rest by Hydra's ``instantiate``).
 
     ``upscaler.init_from`` (a checkpoint of this suite) initialises the upscaler's weights.
     """
@@ -69,19 +70,15 @@ def build_rescaler(cfg: DictConfig, val_set_names=(), test_set_names=()) -> Resc
         downscaler=downscaler,
         upscaler=upscaler,
         scale=cfg.scale,
-        loss_weights=OmegaConf.to_container(cfg.model.loss_weights, resolve=True),
-        quantize=cfg.model.quantize,
-        quantize_through_clamp=cfg.model.get("quantize_through_clamp", False),
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         val_set_names=val_set_names,
         test_set_names=test_set_names,
         method=method_name(cfg),
         config=OmegaConf.to_container(cfg, resolve=True),
-        downscaler_lr_scale=cfg.model.get("downscaler_lr_scale", 1.0),
         on_nonfinite=cfg.get("on_nonfinite") or "stop",
-        grad_clip_norm=cfg.model.get("grad_clip_norm"),
         channel=channel_node(cfg),
+        **training_options(cfg.model),  # the method's training block: quantiser, loss weights, clipping, ...
     )
 
 
@@ -313,6 +310,7 @@ def train(cfg: DictConfig, multirun: bool = False) -> dict:
     bicubic + the same upscaler on the same schedule from the same start, and the difference
     per test set. Prints the results table; returns :func:`fit_and_test`'s dict
     plus ``baseline`` (its results, or None)."""
+    pair_tied_method(cfg)
     task = configured_task(cfg)
     check_scale(cfg.get("scale"), minimum=task.min_scale)
     check_settings(cfg)  # every numeric setting, before anything is built
@@ -321,6 +319,22 @@ def train(cfg: DictConfig, multirun: bool = False) -> dict:
         prepare_wandb_folders(cfg.output_dir)  # says at start where W&B cannot write
     with held_run_dir(cfg.output_dir):  # a no-op when Hydra's RunDirGuard holds it already
         return _train(cfg, multirun, task)
+
+
+def pair_tied_method(cfg: DictConfig) -> None:
+    """The method contract's pairing (:func:`~taid_car.models.pair.pair_with_inverse`): a model
+    with a tied inverse keeps it unless the command line named an upscaler; one line says so
+    when a preset's upscaler was set aside. A model config without a name or downscaler (the
+    shared ``conf/model/_base.yaml``) is refused in one line."""
+    missing = [key for key in ("name", "downscaler") if OmegaConf.is_missing(cfg.model, key)]
+    if missing:
+        raise ConfigError(f"model.{missing[0]} is not set: conf/model/_base.yaml holds the keys every model "
+                          "config shares and is no method of its own; choose one, e.g. model=car")
+    replaced = pair_with_inverse(cfg, upscaler_named_on_command_line())
+    if replaced and not is_secondary_rank():
+        log.info("model=%s is paired with its own inverse (upscaler %s), not with the preset's upscaler=%s "
+                 "(that one is for methods without an inverse; name upscaler=%s on the command line to pair "
+                 "them)", cfg.model.name, cfg.upscaler.name, replaced, replaced)
 
 
 def configured_task(cfg: DictConfig) -> Task:

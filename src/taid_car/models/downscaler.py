@@ -16,6 +16,11 @@
   when that is just the crop multiple). CAR needs twice its kernel net's stride; a pair applied
   n times needs its unit's minimum at the last level. Commands check images against it before
   anything runs.
+* ``inverse()``: the *tied* upscaler, an ``nn.Module`` LR -> SR that shares this downscaler's
+  weights (an invertible network run backwards: IRN), or None, the default: no tied inverse, so
+  the pair takes an upscaler of its own. :meth:`Downscaler.has_inverse` answers from the class,
+  before anything is built. A method with one is paired with it unless the command line names
+  another upscaler (:func:`taid_car.models.pair.pair_with_inverse`).
 """
 
 from __future__ import annotations
@@ -63,6 +68,16 @@ class Downscaler(nn.Module):
     def regularizers(self, hr: torch.Tensor, lr: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training terms of the last ``forward(hr)``, each a scalar; none by default."""
         return {}
+
+    def inverse(self) -> nn.Module | None:
+        """The tied upscaler (LR (B,C,h,w) -> SR (B,3,h·s,w·s), sharing this module's weights),
+        or None: no tied inverse (the default)."""
+        return None
+
+    @classmethod
+    def has_inverse(cls) -> bool:
+        """Whether this class has a tied inverse (it overrides :meth:`inverse`)."""
+        return cls.inverse is not Downscaler.inverse
 
     def unrounded_intermediates(self) -> list[torch.Tensor]:
         """Images the last training ``forward`` rounded to 8 bit inside, before rounding (e.g. a

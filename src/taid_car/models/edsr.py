@@ -35,15 +35,13 @@ from taid_car.errors import ConfigError
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 #: EDSR sizes. ``paper`` is EDSR proper (and CAR's upscaler ``usn``); ``baseline`` is
-#: EDSR-baseline; ``tiny`` trains on two CPU cores in minutes; ``irn_size`` is ``tiny``'s 4 blocks
-#: with the width per scale that gives IRN ``preset=tiny``'s parameter count (172.7k / 618.0k /
-#: 2.15M at x2 / x4 / x8; these: 171.5k / 611.8k / 2.17M), the upscaler of IRN's fair baseline.
-#: A value given as {scale: value} is taken at the model's scale.
+#: EDSR-baseline; ``tiny`` trains on two CPU cores in minutes. An EDSR of another method's size
+#: is ``tiny``'s shape with the width :func:`size_matched_width` gives (``upscaler=edsr_size_of``,
+#: ``model.baseline_upscaler=size_matched``).
 EDSR_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"n_blocks": 4, "n_feats": 32, "res_scale": 1.0},
     "baseline": {"n_blocks": 16, "n_feats": 64, "res_scale": 1.0},
     "paper": {"n_blocks": 32, "n_feats": 256, "res_scale": 0.1},
-    "irn_size": {"n_blocks": 4, "n_feats": {2: 38, 4: 63, 8: 107}, "res_scale": 1.0},
 }
 
 EDSR_SCALES = (2, 3, 4, 8)
@@ -155,14 +153,32 @@ class EDSR(nn.Module):
 
 
 def build_edsr(preset: str, scale: int, **overrides: Any) -> EDSR:
-    """EDSR from a named preset (``tiny``, ``baseline``, ``paper``, ``irn_size``) with keyword
-    overrides."""
+    """EDSR from a named preset (``tiny``, ``baseline``, ``paper``) with keyword overrides."""
     if preset not in EDSR_PRESETS:
         raise ValueError(f"unknown EDSR preset {preset!r}; choose one of {sorted(EDSR_PRESETS)}")
-    settings = {**EDSR_PRESETS[preset], **overrides}
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            if scale not in value:
-                raise ConfigError(f"EDSR preset {preset!r} gives {key} for scales {sorted(value)} only, not {scale}")
-            settings[key] = value[scale]
-    return EDSR(scale=scale, **settings)
+    return EDSR(scale=scale, **{**EDSR_PRESETS[preset], **overrides})
+
+
+def edsr_parameter_count(scale: int, n_feats: int, n_blocks: int) -> int:
+    """Trainable parameters of ``EDSR(scale, n_blocks, n_feats)`` (the mean shifts are buffers):
+    head 3->F, ``n_blocks`` residual blocks of two F->F convolutions, the body's last F->F, one
+    F->p²F convolution per pixel-shuffle stage p, the tail F->3; every convolution 3×3 with bias."""
+    conv = lambda c_in, c_out: 9 * c_in * c_out + c_out
+    f = int(n_feats)
+    upsampling = sum(conv(f, p * p * f) for p in upsample_factors(scale))
+    return conv(3, f) + 2 * n_blocks * conv(f, f) + conv(f, f) + upsampling + conv(f, 3)
+
+
+def size_matched_width(parameters: int, scale: int, n_blocks: int = EDSR_PRESETS["tiny"]["n_blocks"]) -> int:
+    """The feature count F >= 1 of an EDSR with ``n_blocks`` blocks (EDSR-tiny's 4) at ``scale``
+    whose parameter count is the closest to ``parameters`` (the smaller F on a tie): the upscaler
+    of a size-matched baseline, bicubic + an upscaler as large as the method's own pair."""
+    if parameters < 1:
+        raise ConfigError(f"a size-matched EDSR needs a parameter count >= 1 to match, got {parameters}")
+    width = 1
+    while edsr_parameter_count(scale, width, n_blocks) < parameters:
+        width += 1
+    below = edsr_parameter_count(scale, width - 1, n_blocks) if width > 1 else None
+    if below is not None and parameters - below <= edsr_parameter_count(scale, width, n_blocks) - parameters:
+        return width - 1
+    return width

@@ -33,7 +33,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,30 @@ log = logging.getLogger(__name__)
 
 #: what a non-finite loss or gradient does: stop the run, or skip that optimiser step
 ON_NONFINITE = ("stop", "skip")
+
+#: the training block of a method: the keys of its ``model`` config (``conf/model/_base.yaml``
+#: writes their defaults) that are :class:`Rescaler` arguments of the same name
+TRAINING_OPTIONS = ("quantize", "quantize_through_clamp", "loss_weights", "downscaler_lr_scale", "grad_clip_norm")
+#: the other keys of a ``model`` config: the method's name and downscaler (models/pair.py), its fair
+#: baseline and pretraining (training/baseline.py)
+METHOD_KEYS = ("name", "downscaler", "baseline_model", "baseline_upscaler", "pretrain_steps")
+
+
+def training_options(model_cfg: Mapping) -> dict[str, Any]:
+    """The training block of a ``model`` config (a DictConfig inside its run config, or a dict) as
+    :class:`Rescaler` keyword arguments, resolved: every key but :data:`METHOD_KEYS`. So a new
+    training knob is a key in ``conf/model/_base.yaml`` and an argument here, and ``run`` names
+    none of them. A key that is neither is a :class:`ConfigError` naming it."""
+    from omegaconf import DictConfig, OmegaConf
+
+    node = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
+    options = {key: value for key, value in node.items() if key not in METHOD_KEYS}
+    stray = sorted(set(options) - set(TRAINING_OPTIONS))
+    if stray:
+        raise ConfigError(f"model.{stray[0]}: neither a training option of the Rescaler ({', '.join(TRAINING_OPTIONS)}) "
+                          f"nor a key of the method ({', '.join(METHOD_KEYS)}); a new training knob is a key in "
+                          "conf/model/_base.yaml and a Rescaler argument of the same name")
+    return options
 
 
 class PerImageMean(Metric):

@@ -182,7 +182,25 @@ def read_run_checkpoint(path: str | Path) -> tuple[dict, dict]:
                                 f"run leaves them; use an earlier checkpoint")
         error.reason = reason
         raise error
-    return checkpoint, config
+    return checkpoint, upgrade_saved_config(config)
+
+
+#: EDSR presets of earlier versions, as they were, for the checkpoints whose saved config names
+#: them: ``irn_size`` (EDSR-tiny's 4 blocks at IRN tiny's size) is today's ``upscaler=edsr_irn_size``,
+#: whose width the size rule gives (models/edsr.py: size_matched_width)
+RETIRED_EDSR_PRESETS = {"irn_size": {"preset": "tiny", "n_feats": {2: 38, 4: 63, 8: 107}}}
+
+
+def upgrade_saved_config(config: dict) -> dict:
+    """A run config saved by an earlier version of the suite in today's layout (a copy; the
+    others are returned as they are): an ``upscaler.net`` naming a retired EDSR preset
+    (:data:`RETIRED_EDSR_PRESETS`) names ``tiny`` with that preset's feature count at its scale."""
+    net = (config.get("upscaler") or {}).get("net") if isinstance(config.get("upscaler"), dict) else None
+    retired = RETIRED_EDSR_PRESETS.get(net.get("preset")) if isinstance(net, dict) else None
+    if retired is None or net.get("_target_") != "taid_car.models.edsr.build_edsr" or net.get("scale") not in retired["n_feats"]:
+        return config
+    upgraded = {**net, "preset": retired["preset"], "n_feats": retired["n_feats"][net["scale"]]}
+    return {**config, "upscaler": {**config["upscaler"], "net": upgraded}}
 
 
 #: factory functions a saved config may name besides the suite's ``nn.Module`` classes

@@ -12,8 +12,8 @@ which that job did not get), ``true`` or ``false``.
 
 The model config names its baseline: ``model.baseline_model`` (``bicubic`` unless it says
 otherwise, e.g. colorization's ``gray``) and ``model.baseline_upscaler`` (null: the run's own
-upscaler; an ``upscaler`` config name otherwise, which a tied upscaler needs: bicubic has no
-inverse to share).
+upscaler; ``size_matched``: an EDSR of the run's pair's size, which a tied upscaler needs, since
+bicubic has no inverse to share; or an ``upscaler`` config name).
 
 ``model.pretrain_steps`` (0: none): first train bicubic + the upscaler for that many steps
 (:func:`pretrain_config`, into ``<run>/pretrain``) and start both the learned run's upscaler and
@@ -28,13 +28,15 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from taid_car.channel import channel_label
-from taid_car.config import CONFIG_DIR
+from taid_car.config import CONFIG_DIR, group_config
 from taid_car.errors import ConfigError
 from taid_car.scoring.results import SetResult
 from taid_car.scoring.tasks import RESIZE, SCORES, Task, task_of_result
 
 BASELINE_MODEL = "bicubic"  # the fixed baseline of resizing; a model config may name its own (`baseline_model`)
 BASELINE_CHOICES = ("auto", True, False)
+#: ``model.baseline_upscaler`` for an upscaler of the method's own size (:func:`size_matched_upscaler`)
+SIZE_MATCHED = "size_matched"
 
 #: Differences smaller than this (dB) are called level: the run-to-run spread measured in
 #: ``experiments/cpu_study`` (one seed, same configuration, validation schedule changed) is ~0.15 dB.
@@ -65,22 +67,42 @@ def baseline_model(cfg: DictConfig) -> str:
 
 
 def baseline_upscaler(cfg: DictConfig) -> DictConfig | None:
-    """The baseline's upscaler config when it is not the run's own (``model.baseline_upscaler``,
-    an ``upscaler`` config name, e.g. one of a tied upscaler's size); None: the same upscaler."""
+    """The baseline's upscaler config when it is not the run's own (``model.baseline_upscaler``:
+    ``size_matched``, :func:`size_matched_upscaler`; or an ``upscaler`` config name); None: the
+    same upscaler."""
     name = cfg.model.get("baseline_upscaler")
     if not name:
         if cfg.upscaler.get("tied"):
             raise ConfigError(
                 f"model={cfg.model.name} ties its upscaler to the downscaler (upscaler.tied=true), so its "
-                "baseline cannot share it: set model.baseline_upscaler to an upscaler config, or baseline=false")
+                f"baseline cannot share it: set model.baseline_upscaler to {SIZE_MATCHED} or an upscaler "
+                "config, or baseline=false")
         return None
-    path = Path(CONFIG_DIR, "upscaler", f"{name}.yaml")
-    if not path.is_file():
-        raise ConfigError(f"model.baseline_upscaler={name}: no conf/upscaler/{name}.yaml")
-    upscaler = OmegaConf.load(path)
+    if name == SIZE_MATCHED:
+        return size_matched_upscaler(cfg)
+    if not Path(CONFIG_DIR, "upscaler", f"{name}.yaml").is_file():
+        raise ConfigError(f"model.baseline_upscaler={name}: no conf/upscaler/{name}.yaml (or {SIZE_MATCHED})")
+    upscaler = group_config("upscaler", name)
     with open_dict(upscaler):
         upscaler.init_from = None
     return upscaler
+
+
+def size_matched_upscaler(cfg: DictConfig) -> DictConfig:
+    """``model.baseline_upscaler=size_matched``: an EDSR of EDSR-tiny's shape (4 blocks) whose
+    feature count makes its parameter count the closest to the run's own pair at its scale
+    (:func:`~taid_car.models.edsr.size_matched_width`), named ``edsr_<model>_size``: bicubic + an
+    upscaler as large as the method, the fair baseline of a tied pair (IRN: 38 / 63 / 107
+    features at ×2 / ×4 / ×8 for its tiny preset)."""
+    from taid_car.models.edsr import size_matched_width
+    from taid_car.models.pair import pair_size
+
+    width = size_matched_width(pair_size(cfg.model, cfg.upscaler), int(cfg.scale))
+    return OmegaConf.create({
+        "name": f"edsr_{cfg.model.name}_size",
+        "net": {"_target_": "taid_car.models.edsr.build_edsr", "preset": "tiny", "scale": "${scale}", "n_feats": width},
+        "init_from": None,
+    })
 
 
 def pretrain_steps(cfg: DictConfig) -> int:
@@ -115,9 +137,10 @@ def bicubic_counterpart(cfg: DictConfig, subdir: str) -> DictConfig:
     on from the newest (``ckpt_path=last``) instead of starting over.
     """
     base = cfg.copy()
-    model = OmegaConf.load(Path(CONFIG_DIR, "model", f"{baseline_model(cfg)}.yaml"))
-    if "model" in model:  # a `@package _global_` model config (colorization's gray)
-        model = model.model
+    name = baseline_model(cfg)
+    if not Path(CONFIG_DIR, "model", f"{name}.yaml").is_file():
+        raise ConfigError(f"model.baseline_model={name}: no conf/model/{name}.yaml")
+    model = group_config("model", name)  # its keys and the shared ones of conf/model/_base.yaml
     upscaler = baseline_upscaler(cfg)
     with open_dict(base):
         base.model = model
