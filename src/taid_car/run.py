@@ -324,17 +324,35 @@ def train(cfg: DictConfig, multirun: bool = False) -> dict:
 def pair_tied_method(cfg: DictConfig) -> None:
     """The method contract's pairing (:func:`~taid_car.models.pair.pair_with_inverse`): a model
     with a tied inverse keeps it unless the command line named an upscaler; one line says so
-    when a preset's upscaler was set aside. A model config without a name or downscaler (the
-    shared ``conf/model/_base.yaml``) is refused in one line."""
-    missing = [key for key in ("name", "downscaler") if OmegaConf.is_missing(cfg.model, key)]
-    if missing:
-        raise ConfigError(f"model.{missing[0]} is not set: conf/model/_base.yaml holds the keys every model "
+    when a preset's upscaler was set aside. A value its config leaves to the user (``???``: the
+    name and downscaler of the shared ``conf/model/_base.yaml``, ``upscaler.size_of``) is refused
+    in one line naming the key."""
+    missing = missing_values(OmegaConf.to_container(cfg, resolve=False))
+    if {"model.name", "model.downscaler"} & set(missing):
+        raise ConfigError(f"{missing[0]} is not set: conf/model/_base.yaml holds the keys every model "
                           "config shares and is no method of its own; choose one, e.g. model=car")
+    if missing:
+        raise ConfigError(f"{missing[0]} is not set (??? in its config): give it on the command line, "
+                          f"e.g. {missing[0]}=<value>")
     replaced = pair_with_inverse(cfg, upscaler_named_on_command_line())
     if replaced and not is_secondary_rank():
         log.info("model=%s is paired with its own inverse (upscaler %s), not with the preset's upscaler=%s "
                  "(that one is for methods without an inverse; name upscaler=%s on the command line to pair "
                  "them)", cfg.model.name, cfg.upscaler.name, replaced, replaced)
+
+
+def missing_values(node, prefix: str = "") -> list[str]:
+    """Dotted keys of a config (a plain container, unresolved) whose value is OmegaConf's ``???``."""
+    if isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, list):
+        items = ((str(i), v) for i, v in enumerate(node))
+    else:
+        return []
+    found = []
+    for key, value in items:
+        found += [f"{prefix}{key}"] if value == "???" else missing_values(value, f"{prefix}{key}.")
+    return found
 
 
 def configured_task(cfg: DictConfig) -> Task:
