@@ -8,6 +8,7 @@ and the rules every method follows alike.
 * The method's training block reaches the Rescaler without run.py naming its keys.
 * A tied method's fair baseline is an upscaler of its own size, by a parameter-count rule.
 * The invertible building blocks are shared (models/invertible.py), IRN's key layout unchanged.
+* The downscaler gets the run's LR channel (``downscaler.channel``) as it gets its quantiser.
 """
 
 from __future__ import annotations
@@ -323,3 +324,47 @@ def test_irn_keeps_the_authors_key_layout_through_the_shared_blocks():
     kinds = {type(m) for m in ours.net.operations}
     assert kinds == {invertible.HaarDownsampling, invertible.InvBlockExp}
     assert "net.operations.1.F.conv5.weight" in ours.state_dict() and "net.operations.0.haar_weights" in ours.state_dict()
+
+
+# ----------------------------------------------------------------------------- the run's LR channel
+class _CodecAware(Downscaler):
+    """A toy whose training term needs the codec itself: LR = gain·avgpool_s(HR), term = the mean
+    squared distance of the LR to the real codec's decode of it (``self.channel.code``)."""
+
+    regularizer_names = ("to_codec",)
+
+    def __init__(self, scale: int = 2) -> None:
+        super().__init__(scale)
+        self.gain = torch.nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, hr: torch.Tensor) -> torch.Tensor:
+        self.last = torch.nn.functional.avg_pool2d(hr, self.scale) * self.gain
+        return self.last
+
+    def regularizers(self, hr: torch.Tensor, lr: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"to_codec": ((self.last - self.channel.code(self.last).lr) ** 2).mean()}
+
+
+def test_the_downscaler_gets_the_runs_lr_channel(tmp_path):
+    """``downscaler.channel`` is the run's channel (its codec, quality and the run's quantiser), as
+    ``downscaler.quantizer`` is the run's quantiser; a downscaler no training module holds has png."""
+    from taid_car.channel import LOSSLESS
+    from taid_car.channel.codecs import jpeg_roundtrip
+    from taid_car.models.bicubic import BicubicUpscaler
+    from taid_car.models.rescaler import Rescaler
+
+    toy = _CodecAware()
+    assert toy.channel is LOSSLESS
+    model = Rescaler(toy, BicubicUpscaler(2), 2, loss_weights={"to_codec": 1.0}, quantize_through_clamp=True,
+                     channel={"name": "jpeg", "quality": 30})
+    assert toy.channel is model.channel and toy.channel.label == "jpeg q30 4:2:0"
+    assert toy.channel.quantizer is toy.quantizer is model.quantizer and toy.quantizer.through_clamp
+    hr = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    terms = model.compute_losses(hr)
+    lr = torch.nn.functional.avg_pool2d(hr, 2)
+    coded, _ = jpeg_roundtrip(torch.round(lr * 255) / 255, 30)
+    torch.testing.assert_close(terms["to_codec"], ((lr - coded) ** 2).mean())
+    assert terms["to_codec"] > 1e-6  # JPEG q30, not the 8-bit rounding alone
+    run = build_rescaler(compose_run(["model=irn", "scale=2", "channel=jpeg", "channel.quality=75"], tmp_path))
+    assert run.downscaler.channel is run.channel and run.downscaler.channel.label == "jpeg q75 4:2:0"
+    assert build_rescaler(compose_run(["model=car", "scale=2"], tmp_path)).downscaler.channel.name == "png"

@@ -10,6 +10,10 @@
   The training module sets its own here, so a downscaler that rounds images inside (a recursion's
   intermediate levels) rounds them alike; ``unrounded_intermediates()`` returns those images of the
   last training forward before rounding (none by default), for the ``out_of_range`` penalty.
+* ``channel``: the LR channel the pair is trained through (:mod:`taid_car.channel`). The
+  training module sets the run's here, as it sets ``quantizer``, for a method whose own losses
+  need the codec itself (a real codec's decode as a target: ``channel.code``); until set, the lossless
+  png channel.
 * ``size_multiple``: HR height and width must be multiples of this (CAR: its kernel net's
   stride; otherwise the scale). Data crops come from it, not from a config key.
 * ``minimum_side()``: (the smallest HR side in px it takes, a multiple of the crop; why, or ""
@@ -26,12 +30,16 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from taid_car.models.quantize import Quantizer
 from taid_car.scoring.tasks import RESIZE, Task
+
+if TYPE_CHECKING:  # taid_car.channel imports models.quantize: imported when first needed, not here
+    from taid_car.channel import LRChannel
 
 
 class Downscaler(nn.Module):
@@ -47,11 +55,28 @@ class Downscaler(nn.Module):
     #: how LRs are rounded to 8 bit, inside the downscaler too (the training module sets its own)
     quantizer: Quantizer = Quantizer()
 
+    #: the run's LR channel once the training module has set it (see :attr:`channel`)
+    _channel: LRChannel | None = None
+
     def __init__(self, scale: int) -> None:
         super().__init__()
         if isinstance(scale, bool) or int(scale) != scale or scale < 1:
             raise ValueError(f"scale must be a positive integer, got {scale!r}")
         self.scale = int(scale)
+
+    @property
+    def channel(self) -> LRChannel:
+        """The LR channel the pair is trained through: the run's (set by the training module,
+        built with the run's quantiser), else the lossless png channel."""
+        if self._channel is None:
+            from taid_car.channel import LOSSLESS
+
+            return LOSSLESS
+        return self._channel
+
+    @channel.setter
+    def channel(self, channel: LRChannel) -> None:
+        self._channel = channel
 
     @property
     def size_multiple(self) -> int:

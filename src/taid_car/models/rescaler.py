@@ -123,7 +123,8 @@ class Rescaler(L.LightningModule):
         quantize_through_clamp: the old rule, gradients straight through the clamp too (values
             outside [0, 1] get them as if inside); default False, the clamp's own gradient.
         channel: the ``channel`` config node (name png | jpeg, quality, subsampling, train_rule,
-            test_qualities); None: png. Built with the run's quantiser.
+            test_qualities); None: png. Built with the run's quantiser, and also given to the
+            downscaler (``downscaler.channel``) for losses that need the codec itself.
         optimizer: partial optimiser, called with the parameters.
         scheduler: optional partial LR scheduler, called with the optimiser; stepped per step.
         val_set_names / test_set_names: one name per val/test dataloader, in order.
@@ -180,6 +181,7 @@ class Rescaler(L.LightningModule):
         #: the LR channel training goes through; validation codes through ``val_channel``, the test
         #: through each of ``test_channels`` (the own evaluation channel first)
         self.channel: LRChannel = build_channel(channel, self.quantizer)
+        downscaler.channel = self.channel
         self.val_channel = self.channel.evaluation()
         self.test_channels = scoring_channels(channel, self.quantizer, own=True)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
