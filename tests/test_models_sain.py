@@ -2,13 +2,17 @@
 authors' code (tests/sain_authors.py, itself checked in test_sain_authors.py): their key layout
 loading strictly, the same forward and inverse on random weights (float32, <= 1e-5, x2 and x4,
 non-square), the same mixture draws, each loss term and the gradient of the whole step on their
-scale, the presets' sizes, the config's training block, the pairing rule, and a short run through
-JPEG QF 75 with its baseline."""
+scale, the presets' sizes, the config's training block, the pairing rule, a short run through
+JPEG QF 75 with its baseline, and the independent anchor loop (experiments/jpeg_robustness)."""
 
 from __future__ import annotations
 
+import csv
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +30,7 @@ from taid_car.models.checkpoints import CheckpointError, load_authors_checkpoint
 from taid_car.models.sain import SAIN_PRESETS, SAINDownscaler, SAINNet
 from taid_car.ops.imresize import bicubic_downscale
 
+HERE = Path(__file__).resolve().parent
 #: HR shapes: non-square, odd multiples of the LR grid
 SHAPES = {2: (2, 3, 22, 38), 4: (1, 3, 36, 60)}
 
@@ -321,3 +326,35 @@ def test_sain_and_its_baseline_train_through_jpeg_75(tmp_path):
     assert outcome["results"][0].method.startswith("sain & sain_inverse")
     assert outcome["baseline"][0].method.startswith("bicubic & edsr_")
     assert json.loads((tmp_path / "run.json").read_text())["channel"]["quality"] == 75
+
+
+def _t91(folder: Path, count: int = 12) -> Path:
+    """A stand-in T91 of ``count`` small photograph crops (skimage), for the anchor's smoke run."""
+    from PIL import Image
+    from skimage import data as skdata
+
+    t91 = folder / "T91"
+    t91.mkdir(parents=True)
+    sources = [skdata.astronaut(), skdata.coffee(), skdata.chelsea()]
+    for i in range(count):
+        image = sources[i % 3][20 * i: 20 * i + 56, 30 * i: 30 * i + 72]
+        Image.fromarray(image).save(t91 / f"t{i:02d}.png")
+    return folder
+
+
+@pytest.mark.slow
+def test_the_anchor_loop_runs_and_writes_its_hold_out_curve(tmp_path):
+    """experiments/jpeg_robustness/sain_anchor.py, 2 steps at x2 on a stand-in T91: the CSV holds the
+    step, the hold-out PSNR-Y at QF 75 and the authors' five losses, all finite."""
+    out = tmp_path / "anchor.csv"
+    done = subprocess.run([sys.executable, str(HERE.parent / "experiments" / "jpeg_robustness" / "sain_anchor.py"),
+                           "--data", str(_t91(tmp_path / "data")), "--scale", "2", "--steps", "2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader(out.open()))
+    assert [r["step"] for r in rows] == ["2"]
+    values = {k: float(v) for k, v in rows[0].items()}
+    assert 5 < values["holdout_psnr_y"] < 60  # at step 2 the inverse still adds z ~ N(0, 1) to the Haar details
+    assert all(math.isfinite(values[k]) and values[k] > 0 for k in ("l_back_rec", "l_forw_fit1", "l_forw_fit2",
+                                                                       "l_reg", "l_rel"))
