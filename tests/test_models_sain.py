@@ -310,9 +310,12 @@ def test_the_sweep_of_the_issue_pairs_sain_and_irn_with_their_inverses():
 @pytest.mark.slow
 def test_sain_and_its_baseline_train_through_jpeg_75(tmp_path):
     """A few steps of model=sain through JPEG QF 75 (the authors' setting), then bicubic + an EDSR of
-    SAIN's size through the same channel; every term logged and finite, rows at QF 75."""
+    SAIN's size through the same channel; every term logged and finite, rows at QF 75; evaluate on
+    its checkpoint gives the run's own row (the inverse's z is drawn alike at every evaluation)."""
     import json
 
+    from helpers import compose_evaluate
+    from taid_car.evaluate import run_evaluation
     from taid_car.run import train
 
     outcome = train(compose_run(["model=sain", "scale=2", "channel=jpeg", "channel.quality=75", "baseline=true",
@@ -326,6 +329,10 @@ def test_sain_and_its_baseline_train_through_jpeg_75(tmp_path):
     assert outcome["results"][0].method.startswith("sain & sain_inverse")
     assert outcome["baseline"][0].method.startswith("bicubic & edsr_")
     assert json.loads((tmp_path / "run.json").read_text())["channel"]["quality"] == 75
+    best = outcome["trainer"].checkpoint_callback.best_model_path  # evaluate rebuilds the pair and its z: the same row
+    evaluated = run_evaluation(compose_evaluate([f"ckpt_path={best}"]))
+    assert [(r.method, r.quality, r.psnr_y, r.bpp) for r in evaluated] == \
+        [(r.method, r.quality, r.psnr_y, r.bpp) for r in outcome["results"]]
 
 
 def _t91(folder: Path, count: int = 12) -> Path:
