@@ -11,10 +11,13 @@ once through JPEG quality 75 (``channel=jpeg channel.quality=75``), and tested o
 clean and at JPEG quality 30 / 50 / 70 / 80 / 90 (``channel.test_qualities``), each row with the
 bits per LR pixel of its LR. Rows: bicubic + EDSR-tiny (the baseline of CAR and TAID, which use
 that upscaler), bicubic + an EDSR of IRN's size (IRN's baseline), CAR, TAID with guidance 0.01
-(the study's best TAID), and IRN with z = 0 (the study's pick for IRN).
+(the study's best TAID), IRN with z = 0 (the study's pick for IRN), SAIN (tiny preset, the authors'
+z from their Gaussian mixture) and bicubic + an EDSR of SAIN's size (SAIN's baseline).
 
 Each run writes into ``multirun/jpeg_robustness/<name>/``; a run whose ``results.json`` exists is
-finished and skipped. One thread per run (``OMP_NUM_THREADS=1``); its log goes to
+finished and skipped. A run trained through JPEG is then also scored on clean (png) LR, by
+``taid_car.evaluate`` on the checkpoint its test used, into ``<name>/clean/`` (what JPEG-aware
+training costs on clean LR), with the study's HR crop (a multiple of 8). One thread per run (``OMP_NUM_THREADS=1``); its log goes to
 ``logs/jpeg_robustness/<name>.log``.
 """
 
@@ -38,6 +41,8 @@ METHODS = {
     "car": ["model=car"],
     "taid_g0.01": ["model=taid", "model.loss_weights.guidance=0.01"],
     "irn_z0": ["model=irn", "upscaler=irn_inverse", "model.downscaler.gaussian_scale=0"],
+    "bicubic_edsr_sain_size": ["model=bicubic", "upscaler=edsr_size_of", "upscaler.size_of=sain"],
+    "sain": ["model=sain"],
 }
 CHANNELS = {
     "clean": ["channel=png"],
@@ -45,7 +50,7 @@ CHANNELS = {
 }
 #: rough minutes of one core per run at x2 / x4 (experiments/cpu_study), longest first in a lane
 MINUTES = {"bicubic_edsr_tiny": (15, 38), "bicubic_edsr_irn_size": (7, 33), "car": (33, 64),
-           "taid_g0.01": (21, 50), "irn_z0": (35, 150)}
+           "taid_g0.01": (21, 50), "irn_z0": (35, 150), "bicubic_edsr_sain_size": (7, 35), "sain": (30, 100)}
 
 
 def runs(scales=(2, 4)) -> list[tuple[str, list[str], int]]:
@@ -64,6 +69,18 @@ def runs(scales=(2, 4)) -> list[tuple[str, list[str], int]]:
 
 def command(overrides: list[str]) -> list[str]:
     return [sys.executable, "-m", "taid_car.run", *overrides]
+
+
+def clean_evaluation(name: str) -> list[str] | None:
+    """The command scoring a finished JPEG-trained run on clean LR (None: nothing to do)."""
+    from taid_car.runs import tested_checkpoint
+
+    run = ROOT / OUT / name
+    if "_jpeg" not in name or not finished(name) or (run / "clean" / "results.json").is_file():
+        return None
+    return [sys.executable, "-m", "taid_car.evaluate", f"ckpt_path={tested_checkpoint(run)}", "channel=png",
+            "data=benchmark", "data_root=../shared/data", "data.modcrop=8", "progress=false",
+            f"hydra.run.dir={OUT / name / 'clean'}"]
 
 
 def finished(name: str) -> bool:
@@ -102,6 +119,14 @@ def main() -> int:
                       flush=True)
                 if not ok:
                     failed.append(name)
+    for name, _, _ in todo:
+        evaluation = clean_evaluation(name)
+        if evaluation is not None:
+            with open(ROOT / LOGS / f"{name}_clean.log", "a") as log:
+                done = subprocess.run(evaluation, cwd=ROOT, env=env, stdout=log, stderr=log, check=False)
+            print(f"{time.strftime('%H:%M:%S')} clean evaluation of {name}: rc {done.returncode}", flush=True)
+            if done.returncode != 0:
+                failed.append(f"{name} (clean evaluation)")
     if failed:
         print(f"failed: {', '.join(failed)} (logs in {LOGS})", file=sys.stderr)
     return 1 if failed else 0
